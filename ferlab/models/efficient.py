@@ -1,0 +1,75 @@
+"""FerNet: residual CNNs sized for FER-resolution faces on a CPU.
+
+Why this shape: at 48x48 the cost is dominated by the 3x3 convolutions, which oneDNN runs near
+peak in channels_last (and with bfloat16 on CPUs that have AMX). Plain 3x3 convs beat depthwise
+separable ones here because depthwise kernels are memory-bound on CPU. Downsampling with max-pool
+before each stage keeps the expensive full-resolution work to one thin stem.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from .registry import FERModel, register
+
+
+def _conv_bn(cin, cout, stride=1):
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class _Residual(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.conv1 = _conv_bn(c, c)
+        self.conv2 = nn.Sequential(nn.Conv2d(c, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c))
+        nn.init.zeros_(self.conv2[1].weight)  # each block starts as identity: stable early training
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        return self.act(x + self.conv2(self.conv1(x)))
+
+
+class FerNet(FERModel):
+    """stem conv -> stages of [maxpool, conv to width, `depth` residual blocks] -> GAP -> linear."""
+
+    def __init__(self, num_classes, in_chans, input_size, stem: int, widths: tuple[int, ...],
+                 depths: tuple[int, ...], stem_stride: int = 1, dropout: float = 0.2):
+        super().__init__(num_classes, in_chans, input_size)
+        self.stem = _conv_bn(in_chans, stem, stem_stride)
+        stages, c = [], stem
+        for w, d in zip(widths, depths):
+            stages.append(nn.Sequential(nn.MaxPool2d(2), _conv_bn(c, w), *[_Residual(w) for _ in range(d)]))
+            c = w
+        self.stages = nn.Sequential(*stages)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.drop = nn.Dropout(dropout)
+        self.fc = nn.Linear(c, num_classes)
+        self.num_features = c
+        self.cam_layer = f"stages.{len(stages) - 1}"
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward_features(self, x):
+        return self.stages(self.stem(x))  # (B, C, H/2^k, W/2^k)
+
+    def forward_head(self, x):
+        return self.fc(self.drop(self.pool(x).flatten(1)))  # (B, num_classes)
+
+
+@register("fernet_tiny", input_size=48, in_chans=1, description=
+          "FerNet tiny: stride-2 stem, widths 24-48-96, no residual blocks; for >=20k faces/s inference")
+def fernet_tiny(num_classes, in_chans, input_size):
+    return FerNet(num_classes, in_chans, input_size, stem=16, widths=(32, 64, 128), depths=(0, 1, 0),
+                  stem_stride=2, dropout=0.1)
+
+
+@register("fernet_s", input_size=48, in_chans=1, description=
+          "FerNet small: stem 32, widths 64-128-256 with one residual block each; fast accurate default")
+def fernet_s(num_classes, in_chans, input_size):
+    return FerNet(num_classes, in_chans, input_size, stem=32, widths=(64, 128, 256), depths=(1, 1, 1))
+
+
+@register("fernet_m", input_size=48, in_chans=1, description=
+          "FerNet medium: stem 48, widths 96-192-384, two residual blocks in the last two stages")
+def fernet_m(num_classes, in_chans, input_size):
+    return FerNet(num_classes, in_chans, input_size, stem=48, widths=(96, 192, 384), depths=(1, 2, 2), dropout=0.3)
