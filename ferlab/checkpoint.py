@@ -43,7 +43,8 @@ def versions() -> dict:
 
     from . import __version__
 
-    return {"ferlab": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
+    # str(): torch.__version__ is a TorchVersion, which torch.load(weights_only=True) refuses to unpickle.
+    return {"ferlab": __version__, "torch": str(torch.__version__), "numpy": numpy.__version__,
             "python": platform.python_version()}
 
 
