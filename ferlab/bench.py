@@ -1,0 +1,78 @@
+"""Training benchmark: a recipe for a wall-clock budget, with accuracy at fixed time points and
+achieved GFLOP/s against a matmul peak measured in the same process."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from . import config as config_mod
+from .models import create_model, get_spec, summarize
+
+TIME_POINTS_MIN = (2, 5, 10, 20, 30, 45, 60, 90)
+
+
+def matmul_peak(dtype: torch.dtype = torch.float32, n: int = 2048, seconds: float = 2.0) -> float:
+    """Sustained GFLOP/s of an n x n matmul with the current thread setting."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    reps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        reps += 1
+    return 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e9
+
+
+def accuracy_at(rows: list[dict], minutes: float) -> float | None:
+    """Best validation accuracy among epochs finished within `minutes` of training time."""
+    done = [float(r["val_acc"]) for r in rows if float(r["elapsed"]) <= minutes * 60]
+    return max(done) if done else None
+
+
+def bench_train(recipe: str, data: str, out: str | Path, budget_minutes: float = 0.0, runs_dir: str = "runs",
+                name: str = "", **overrides) -> dict:
+    """Train `recipe` on `data` (optionally cut at `budget_minutes`) and write a JSON of figures."""
+    from .train import fit
+
+    cfg = config_mod.build(recipe, data=data, out=runs_dir, name=name or f"bench-{recipe}-{time.strftime('%Y%m%d-%H%M%S')}",
+                           **({"max_minutes": budget_minutes} if budget_minutes else {}), **overrides)
+    torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
+    spec = get_spec(cfg.model)
+    model = create_model(cfg.model, in_chans=cfg.channels or spec.in_chans, input_size=cfg.image_size or spec.input_size)
+    macs = summarize(model)["macs"]
+    load_before = os.getloadavg()
+    peak32 = matmul_peak(torch.float32)
+    peak16 = matmul_peak(torch.bfloat16)
+    t0 = time.perf_counter()
+    run_dir = fit(cfg)
+    wall = time.perf_counter() - t0
+    rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
+    ips = sorted(float(r["images_per_s"]) for r in rows)
+    median_ips = ips[len(ips) // 2]
+    train_gflops = median_ips * 3 * 2 * macs / 1e9  # forward + backward ~ 3x forward
+    peak = peak16 if cfg.bf16 else peak32
+    final = json.loads((run_dir / "eval_val.json").read_text())
+    best = json.loads(json.dumps(torch.load(run_dir / "best.pt", weights_only=True)["metrics"]))
+    result = {
+        "recipe": recipe, "config": cfg.to_dict(), "run_dir": str(run_dir), "model": cfg.model,
+        "params": best.get("params"), "mflops_per_image": 2 * macs / 1e6,
+        "epochs_run": len(rows), "train_minutes": float(rows[-1]["elapsed"]) / 60, "wall_minutes": wall / 60,
+        "images_per_s_median": median_ips, "train_gflops": train_gflops,
+        "matmul_peak_gflops_fp32": peak32, "matmul_peak_gflops_bf16": peak16,
+        "fraction_of_peak": train_gflops / peak, "peak_used": "bf16" if cfg.bf16 else "fp32",
+        "val_acc_at_minutes": {str(t): accuracy_at(rows, t) for t in TIME_POINTS_MIN},
+        "best_val_acc": best.get("val_acc"), "val_acc_tta": final["accuracy"], "val_macro_f1_tta": final["macro_f1"],
+        "tta": final.get("tta"),
+        "loadavg_before": load_before, "loadavg_after": os.getloadavg(), "threads": torch.get_num_threads(),
+        "machine": {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine()},
+        "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    return result

@@ -1,0 +1,37 @@
+"""`ferlab models` and `ferlab summary`."""
+from __future__ import annotations
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("models", help="list registered models with parameters and MFLOPs")
+    p.set_defaults(func=run_models)
+    from ..models import list_models
+
+    s = sub.add_parser("summary", help="Keras-style layer table of a model")
+    s.add_argument("model", choices=list_models(), metavar="MODEL", help="registered model name: "
+                   + ", ".join(list_models()))
+    s.add_argument("--num-classes", type=int, help="number of classes (default: the model's)")
+    s.add_argument("--in-chans", type=int, help="input channels (default: the model's)")
+    s.add_argument("--input-size", type=int, help="input side in pixels (default: the model's)")
+    s.set_defaults(func=run_summary)
+
+
+def run_models(args) -> int:
+    from ..models import count_params, create_model, get_spec, list_models, summarize
+
+    print(f"{'name':<22}{'input':<12}{'params':>12}{'MFLOPs':>10}  description")
+    for name in list_models():
+        spec = get_spec(name)
+        m = create_model(name)
+        s = summarize(m)
+        print(f"{name:<22}{f'{spec.input_size}x{spec.input_size}x{spec.in_chans}':<12}{count_params(m):>12,}"
+              f"{2 * s['macs'] / 1e6:>10.1f}  {spec.description}")
+    return 0
+
+
+def run_summary(args) -> int:
+    from ..models import create_model, format_summary, summarize
+
+    m = create_model(args.model, num_classes=args.num_classes, in_chans=args.in_chans, input_size=args.input_size)
+    print(format_summary(args.model, summarize(m), (m.input_size, m.input_size, m.in_chans)))
+    return 0

@@ -1,0 +1,31 @@
+"""`ferlab train`."""
+from __future__ import annotations
+
+from ..config import RECIPES
+from .options import add_config_options, config_overrides
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("train", help="train a model; writes runs/<name>/ with checkpoints, metrics and plots",
+                       description="Train a model. Options come from --recipe, then --config FILE, then flags.")
+    p.add_argument("--recipe", choices=sorted(RECIPES), help="named recipe (default reproduces the bundled model)")
+    p.add_argument("--config", metavar="FILE", help="YAML or JSON file of options")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last.pt (flags such as --epochs "
+                                                       "override its saved config)")
+    add_config_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from .. import config, train
+
+    overrides = config_overrides(args)
+    if args.resume:
+        run_dir = train.resume(args.resume, **overrides)
+    else:
+        cfg = config.build(args.recipe, args.config, **overrides)
+        if not cfg.data:
+            raise ValueError("no dataset: pass --data PATH (a FER2013 CSV or an image folder)")
+        run_dir = train.fit(cfg)
+    print(f"run directory: {run_dir}")
+    return 0
