@@ -191,6 +191,7 @@ def _class_folders(split_root: Path) -> dict[str, Path]:
         if name in folders:
             raise BadInputError(f"folders {folders[name].name!r} and {sub.name!r} both map to class {name!r}")
         folders[name] = sub
+    folders = dict(sorted(folders.items()))  # canonical-name order, whatever the folders are called
     if not folders:
         raise BadInputError(f"{split_root} has no class folders; expected {split_root}/<class>/<image files>")
     return folders

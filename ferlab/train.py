@@ -27,6 +27,10 @@ METRIC_FIELDS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val
                  "elapsed", "images_per_s"]
 
 
+def _log(msg: str) -> None:
+    print(msg, flush=True)  # flushed: runs are often followed through a redirected log file
+
+
 class TrainingDiverged(RuntimeError):
     """The loss became NaN/inf; the message carries a diagnosis."""
 
@@ -213,7 +217,7 @@ def _is_better(value: float, best: float | None, monitor: str) -> bool:
 
 
 def fit(cfg: TrainConfig, run_dir: str | Path | None = None, resume: bool = False,
-        log=print) -> Path:
+        log=_log) -> Path:
     """Train per `cfg`; returns the run directory holding best.pt, last.pt, metrics.csv and plots."""
     spec = get_spec(cfg.model)
     size = cfg.image_size or spec.input_size
@@ -320,7 +324,7 @@ def fit(cfg: TrainConfig, run_dir: str | Path | None = None, resume: bool = Fals
     return run_dir
 
 
-def finish(run_dir: Path, cfg: TrainConfig, val: data.FaceData, log=print) -> dict:
+def finish(run_dir: Path, cfg: TrainConfig, val: data.FaceData, log=_log) -> dict:
     """Final validation of best.pt with the configured TTA; writes eval, confusion and curves."""
     from .evaluate import write_confusion_csv
     from .report import plot_confusion, plot_curves
@@ -345,7 +349,7 @@ def finish(run_dir: Path, cfg: TrainConfig, val: data.FaceData, log=print) -> di
     return m
 
 
-def resume(run_dir: str | Path, log=print, **overrides) -> Path:
+def resume(run_dir: str | Path, log=_log, **overrides) -> Path:
     """Continue a run from its last.pt with the config saved beside it (epochs may be raised)."""
     run_dir = Path(run_dir)
     if not (run_dir / "last.pt").exists():

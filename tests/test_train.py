@@ -1,0 +1,176 @@
+import csv
+import json
+import warnings
+
+import pytest
+import torch
+import yaml
+
+from ferlab import checkpoint, config, evaluate, train
+from ferlab.labels import FER2013_CLASSES
+from ferlab.models import create_model
+
+
+def _cfg(data, tmp_path, **kw):
+    base = dict(data=str(data), model="fernet_tiny", epochs=4, batch_size=32, lr=0.05, augment="light",
+                out=str(tmp_path / "runs"), name="t", threads=1, tta="flip", chance_epochs=99, bf16=False)
+    base.update(kw)
+    return config.build(**base)
+
+
+def test_end_to_end_train_checkpoint_reload_evaluate(tiny_fer_dir, tmp_path):
+    run = train.fit(_cfg(tiny_fer_dir, tmp_path), log=lambda m: None)
+    for f in ("config.yaml", "metrics.csv", "best.pt", "last.pt", "eval_val.json", "confusion_val.csv",
+              "confusion_val.png", "curves.png"):
+        assert (run / f).exists(), f
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    assert set(train.METRIC_FIELDS) <= set(rows[0])
+    assert yaml.safe_load(open(run / "config.yaml"))["model"] == "fernet_tiny"
+
+    loaded = checkpoint.load(run)
+    assert loaded.classes == list(FER2013_CLASSES)
+    assert loaded.preprocess.size == 48 and loaded.preprocess.channels == 1
+    assert loaded.meta["config"]["epochs"] == 4 and "torch" in loaded.meta["versions"]
+    assert not loaded.model.training
+
+    m = evaluate.evaluate(run, tiny_fer_dir, "val", json_path=tmp_path / "e.json")
+    saved = json.loads((tmp_path / "e.json").read_text())
+    assert {"accuracy", "macro_f1", "per_class", "confusion"} <= set(saved)
+    assert sum(map(sum, saved["confusion"])) == 56
+    # the synthetic classes are easy: a working pipeline is far above chance (1/7)
+    assert m["accuracy"] > 0.6
+    assert (run / "eval_val.json").exists() and (run / "confusion_val.png").stat().st_size > 1000
+    # the best checkpoint's recorded val accuracy is the best epoch's
+    assert loaded.meta["metrics"]["val_acc"] == max(float(r["val_acc"]) for r in rows)
+
+
+def test_checkpoint_alone_reproduces_predictions(tiny_fer_dir, tmp_path):
+    run = train.fit(_cfg(tiny_fer_dir, tmp_path, epochs=1), log=lambda m: None)
+    a, b = checkpoint.load(run / "best.pt"), checkpoint.load(run / "best.pt")
+    x = torch.randint(0, 255, (5, 1, 48, 48), dtype=torch.uint8)
+    la = evaluate.predict_logits(a.model, x, a.preprocess)
+    lb = evaluate.predict_logits(b.model, x, b.preprocess)
+    assert torch.equal(la, lb)
+
+
+def test_resume_continues_where_it_stopped(tiny_fer_dir, tmp_path):
+    run = train.fit(_cfg(tiny_fer_dir, tmp_path, epochs=2), log=lambda m: None)
+    with pytest.raises(FileExistsError, match="--resume"):
+        train.fit(_cfg(tiny_fer_dir, tmp_path, epochs=2), log=lambda m: None)
+    train.resume(run, epochs=3, log=lambda m: None)
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert checkpoint.read(run / "last.pt")["epoch"] == 3
+
+
+def test_val_fraction_own_classes(tmp_path):
+    from conftest import write_folder
+
+    root = write_folder(tmp_path / "own", ["happy", "pain", "sad"], 20)
+    run = train.fit(_cfg(root, tmp_path, val_split="", val_fraction=0.25, train_split="all", epochs=2),
+                    log=lambda m: None)
+    assert checkpoint.load(run).classes == ["happy", "pain", "sad"]
+
+
+def test_known_bad_relu_head_is_refused(tiny_fer_dir, tmp_path):
+    with pytest.raises(train.BadHeadError, match="ReLU|relu"):
+        train.fit(_cfg(tiny_fer_dir, tmp_path, model="known_bad_relu_head", image_size=48, channels=1),
+                  log=lambda m: None)
+
+
+def test_softmax_head_detected():
+    probs = torch.softmax(torch.randn(8, 7), 1)
+    with pytest.raises(train.BadHeadError, match="softmax"):
+        train.check_logits(probs, 7)
+    with pytest.raises(train.BadHeadError, match="expected"):
+        train.check_logits(torch.randn(8, 5), 7)
+    train.check_logits(torch.randn(8, 7), 7)
+
+
+def test_nan_loss_stops_with_diagnosis(tiny_fer_dir, tmp_path):
+    cfg = _cfg(tiny_fer_dir, tmp_path, model="seed_cnn_c", lr=1e12, optimizer="sgd", schedule="constant",
+               epochs=3, augment="none")
+    with pytest.raises(train.TrainingDiverged, match="NaN/inf.*learning rate too high"):
+        train.fit(cfg, log=lambda m: None)
+
+
+def test_chance_level_warning(tiny_fer_dir, tmp_path):
+    assert "chance level" in train.chance_warning(0.143, torch.arange(7).repeat(10), 7, 3)
+    assert train.chance_warning(0.6, torch.arange(7).repeat(10), 7, 3) is None
+    # lr ~0: the model cannot learn, so the run must warn
+    cfg = _cfg(tiny_fer_dir, tmp_path, lr=1e-9, epochs=2, chance_epochs=2, schedule="constant")
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        train.fit(cfg, log=lambda m: None)
+    assert any("chance level" in str(x.message) for x in w)
+
+
+def test_lr_schedule_shape():
+    cfg = config.build(lr=0.1, schedule="onecycle")
+    lrs = [train.lr_at(s, 100, 10, cfg) for s in range(100)]
+    assert lrs[0] < lrs[9] <= 0.1 + 1e-9 and abs(max(lrs) - 0.1) < 1e-3 and lrs[-1] < 0.01
+    assert train.lr_at(50, 100, 10, config.build(lr=0.1, schedule="constant")) == 0.1
+
+
+def test_config_validation_reports_all_problems():
+    with pytest.raises(ValueError) as e:
+        config.build(epochs=0, lr=-1, optimizer="rmsprop", augment="wild")
+    msg = str(e.value)
+    assert "epochs must be >= 1" in msg and "lr must be > 0" in msg and "optimizer must be one of" in msg
+    assert "augment must be one of" in msg
+    with pytest.raises(ValueError, match="unknown config option"):
+        config.build(epoch=3)
+    with pytest.raises(ValueError, match="unknown recipe 'best'; choose one of"):
+        config.build("best")
+
+
+def test_config_file_then_overrides(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("epochs: 7\nlr: 0.01\nclasses: [happy, sad]\n")
+    cfg = config.build("fast", f, lr=0.02)
+    assert cfg.epochs == 7 and cfg.lr == 0.02 and cfg.classes == ("happy", "sad")
+    assert cfg.model == config.RECIPES["fast"]["model"]
+
+
+def test_atomic_save_keeps_previous_file_on_failure(tmp_path, monkeypatch):
+    m = create_model("fernet_tiny")
+    from ferlab.preprocess import Preprocess
+
+    p = tmp_path / "m.pt"
+    checkpoint.save(checkpoint.make_payload(m, "fernet_tiny", list(FER2013_CLASSES), Preprocess()), p)
+    before = p.read_bytes()
+
+    def full_disk(obj, f):
+        f.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match="previous file, if any, is unchanged"):
+        checkpoint.save({"x": 1}, p)
+    assert p.read_bytes() == before
+    assert [x.name for x in tmp_path.iterdir()] == ["m.pt"]  # no temp file left behind
+
+
+def test_missing_and_corrupt_checkpoints(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        checkpoint.load(tmp_path / "none.pt")
+    with pytest.raises(FileNotFoundError, match="no best.pt or last.pt"):
+        checkpoint.load(tmp_path)
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"junk")
+    with pytest.raises(ValueError, match="not a readable ferlab checkpoint"):
+        checkpoint.load(bad)
+    torch.save({"hello": 1}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not a ferlab checkpoint"):
+        checkpoint.load(tmp_path / "other.pt")
+
+
+def test_metrics_per_class():
+    m = evaluate.metrics([0, 0, 1, 1, 2], [0, 1, 1, 1, 0], ["a", "b", "c"])
+    assert m["accuracy"] == pytest.approx(0.6)
+    assert m["confusion"] == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
+    assert m["per_class"]["b"]["precision"] == pytest.approx(2 / 3)
+    assert m["per_class"]["a"]["recall"] == pytest.approx(0.5)
+    assert m["per_class"]["c"]["f1"] == 0.0
+    assert m["macro_f1"] == pytest.approx((0.5 + 0.8 + 0.0) / 3)
