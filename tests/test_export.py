@@ -103,6 +103,8 @@ def test_int8_agrees_on_top1_and_is_quantized(ckpt, tmp_path):
     x, y = blobs(48, seed=8)
     q = OnnxClassifier(path)
     assert q.meta["quantization"] == "int8-static-qdq" and q.classes == list(FER2013_CLASSES)
+    check = json.loads(q.meta["verification"])
+    assert check["inputs"] == "calibration faces" and check["batch"] == 32 and check["distinct_top1"] >= 5
     pred = q(x).argmax(1)
     loaded = checkpoint.load(ckpt)
     with torch.inference_mode():

@@ -36,6 +36,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"input 'input' float32 (B, {pre.channels}, {pre.size}, {pre.size}) normalised with mean {list(pre.mean)} "
           f"std {list(pre.std)} after scaling pixels to [0, 1]; output 'logits' (B, {len(clf.classes)})")
     print(f"classes: {', '.join(clf.classes)}")
-    print(f"check vs PyTorch on {check['batch']} random faces: max |logit diff| {check['max_abs_diff']:.2g}, "
-          f"top-1 agreement {check['top1_agreement']:.1%}")
+    print(f"check vs PyTorch on {check['batch']} {check['inputs']}: max |logit diff| {check['max_abs_diff']:.2g}, "
+          f"top-1 agreement {check['top1_agreement']:.1%} ({check['distinct_top1']} distinct classes predicted)")
     return 0
