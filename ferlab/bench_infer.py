@@ -57,12 +57,14 @@ def bench_infer(models: Sequence[str | Path], out: str | Path | None = None, *,
         load_before = list(os.getloadavg())
         results = [_bench_model(str(ref), tuple(int(b) for b in batch_sizes), threads, seconds, tuple(backends))
                    for ref in models]
+        load_after = list(os.getloadavg())
         report = {
             "what": "classification only: normalised float32 faces in, logits out",
             "threads": threads, "torch_threads": torch.get_num_threads(),
             "torch_interop_threads": torch.get_num_interop_threads(),
             "seconds_per_measurement": seconds, "batch_sizes": list(batch_sizes), "backends": list(backends),
-            "load_avg_before": load_before, "load_avg_after": list(os.getloadavg()),
+            "load_avg_before": load_before, "load_avg_after": load_after,
+            "warnings": _busy_warnings(load_before, load_after, threads),
             "machine": _machine(), "versions": _versions(), "models": results,
         }
     finally:
@@ -203,6 +205,16 @@ def _one_face(per_batch: dict) -> dict:
     """Latency of classifying a single face: the batch-1 median, when batch 1 was measured."""
     one = per_batch.get("1")
     return {"one_face_latency_ms": one["latency_ms_p50"] if one else None}
+
+
+def _busy_warnings(before: list[float], after: list[float], threads: int) -> list[str]:
+    # Our own run adds up to `threads` to the load, so only what is beyond that is someone else's.
+    cores = os.cpu_count() or 1
+    if before[0] > 0.5 or after[0] > threads + 0.5 or threads > cores:
+        return [f"machine busy (1-min load average {before[0]:.2f} before, {after[0]:.2f} after, {cores} cores, "
+                f"{threads} threads): threads competing for cores stall each other, so these figures can be "
+                "far below the machine's; rerun when it is idle"]
+    return []
 
 
 def _machine() -> dict:

@@ -32,6 +32,7 @@ def test_bench_writes_json_with_both_backends(ckpt, tmp_path):
     assert json.loads(out.read_text()) == report
     assert report["threads"] == report["torch_threads"] == 1
     assert len(report["load_avg_before"]) == len(report["load_avg_after"]) == 3
+    assert bool(report["warnings"]) == (report["load_avg_before"][0] > 0.5 or report["load_avg_after"][0] > 1.5)
     (entry,) = report["models"]
     assert entry["model"] == "fernet_tiny" and entry["input"] == [1, 48, 48]
     for backend in ("torch", "onnx"):
