@@ -7,7 +7,7 @@ import importlib
 import sys
 
 # Modules that each define `add_parsers(subparsers)`; every parser sets `func(args) -> int`.
-VERB_MODULES = ["models", "train", "evaluate", "predict", "export", "bench"]
+VERB_MODULES = ["models", "train", "evaluate", "predict", "export", "bench", "explain", "serve"]
 
 
 def build_parser() -> argparse.ArgumentParser:
