@@ -583,7 +583,7 @@ class ExplainReport:
 
 def run(config: ExplainConfig) -> ExplainReport:
     """Explain every face in `config.images` with `config.method`, writing PNG figures into `config.out`."""
-    from .predict import Recognizer, read_image
+    from .predict import Recognizer, read_image, unique_name
 
     loaded = load(config.model)
     _check(loaded, config)
@@ -602,7 +602,7 @@ def run(config: ExplainConfig) -> ExplainReport:
             continue
         _, crops = rec.find_faces(rgb)
         report.messages.append(f"{image}: {len(crops)} face(s)" if crops else f"{image}: no face found")
-        stem = _unique(_safe(Path(image).stem), used)
+        stem = unique_name(_safe(Path(image).stem), used)
         for i, crop in enumerate(crops):
             report.written += [str(p) for p in explain_face(loaded, crop, config, out / f"{stem}_face{i}")]
     return report
@@ -652,11 +652,3 @@ def _check(loaded: Loaded, config: ExplainConfig) -> None:
 
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "image"
-
-
-def _unique(stem: str, used: set[str]) -> str:
-    name, k = stem, 1
-    while name in used:
-        name, k = f"{stem}_{k}", k + 1
-    used.add(name)
-    return name

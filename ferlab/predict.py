@@ -459,7 +459,7 @@ def run(config: PredictConfig) -> PredictReport:
     for it in videos:
         v = process_video(recognizer, it.source, video_out, stride=config.stride, smoothing=config.smoothing,
                           max_frames=config.max_frames, progress=config.progress,
-                          name=_unique(it.source.stem, used_names))
+                          name=unique_name(it.source.stem, used_names))
         report.records.append(_video_record(v))
         report.errors += v.error is not None
         report.written += [p for p in (v.csv, v.summary, v.annotated) if p and v.error is None]
@@ -487,7 +487,8 @@ def run(config: PredictConfig) -> PredictReport:
     return report
 
 
-def _unique(stem: str, used: set[str]) -> str:
+def unique_name(stem: str, used: set[str]) -> str:
+    """`stem`, or `stem_1`, `stem_2`... so that outputs of same-named inputs never overwrite each other."""
     name, k = stem, 1
     while name in used:
         name, k = f"{stem}_{k}", k + 1
@@ -505,7 +506,7 @@ def _save_annotated(recognizer: Recognizer, item: _Item, res: ImageResult, out: 
         rel = Path(item.name.rsplit(".", 1)[-1] + ".png")
     if rel.suffix.lower() not in (".jpg", ".jpeg", ".png", ".bmp", ".webp"):
         rel = rel.with_suffix(".png")
-    rel = rel.with_name(_unique(rel.stem, used) + rel.suffix) if rel.parent == Path(".") else rel
+    rel = rel.with_name(unique_name(rel.stem, used) + rel.suffix) if rel.parent == Path(".") else rel
     dest = out / rel
     note = None if res.faces else "no face found"
     img = draw_faces(rgb, [f.box for f in res.faces], [f.probs for f in res.faces], recognizer.classes, note=note)
