@@ -1,12 +1,16 @@
-"""Shared fixtures: small datasets the tests make themselves, and a quiet thread setting."""
+"""Shared helpers: small datasets and checkpoints the tests make themselves, and a quiet thread setting."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 import torch
+
+if TYPE_CHECKING:
+    from ferlab.preprocess import Preprocess
 
 SHARED_FER = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "fer2013"
 
@@ -58,3 +62,22 @@ def tiny_fer_dir(tmp_path) -> Path:
     write_folder(root / "train", list(FER2013_CLASSES), 24, seed=1)
     write_folder(root / "val", list(FER2013_CLASSES), 8, seed=2)
     return root
+
+
+def save_checkpoint(path: Path, model: str = "fernet_tiny", preprocess: Preprocess | None = None, seed: int | None = 0,
+                    model_obj: torch.nn.Module | None = None) -> Path:
+    """Save a checkpoint of `model` with the FER2013 classes and `preprocess` (default: `Preprocess()`).
+
+    The weights are `model_obj`'s when given (then `seed` is not used), else those of a fresh
+    `create_model(model)` made after `torch.manual_seed(seed)` (no seeding when `seed` is None)."""
+    from ferlab import checkpoint
+    from ferlab.labels import FER2013_CLASSES
+    from ferlab.models import create_model
+    from ferlab.preprocess import Preprocess
+
+    if model_obj is None:
+        if seed is not None:
+            torch.manual_seed(seed)
+        model_obj = create_model(model)
+    preprocess = Preprocess() if preprocess is None else preprocess
+    return checkpoint.save(checkpoint.make_payload(model_obj, model, list(FER2013_CLASSES), preprocess), path)

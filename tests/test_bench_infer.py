@@ -6,21 +6,14 @@ import json
 import pytest
 import torch
 
-from ferlab import checkpoint
+from conftest import save_checkpoint
 from ferlab.bench_infer import BACKENDS, TORCH_VARIANTS, bench_infer
 from ferlab.export import export_onnx
-from ferlab.labels import FER2013_CLASSES
-from ferlab.models import create_model
-from ferlab.preprocess import Preprocess
 
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("bench") / "m.pt"
-    m = create_model("fernet_tiny")
-    checkpoint.save(checkpoint.make_payload(m, "fernet_tiny", list(FER2013_CLASSES), Preprocess()), path)
-    return path
+    return save_checkpoint(tmp_path_factory.mktemp("bench") / "m.pt")
 
 
 def test_bench_writes_json_with_both_backends(ckpt, tmp_path):

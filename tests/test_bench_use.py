@@ -7,22 +7,15 @@ import cv2
 import pytest
 import torch
 
-from ferlab import checkpoint
+from conftest import save_checkpoint
 from ferlab.bench_use import EXPECTED_FACES, bench_photo, bench_video, make_test_video, sample_photos
 from ferlab.cli import main
 from ferlab.detect import make_detector
-from ferlab.labels import FER2013_CLASSES
-from ferlab.models import create_model
-from ferlab.preprocess import Preprocess
 
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("bench_use") / "m.pt"
-    m = create_model("fernet_tiny")
-    checkpoint.save(checkpoint.make_payload(m, "fernet_tiny", list(FER2013_CLASSES), Preprocess()), path)
-    return path
+    return save_checkpoint(tmp_path_factory.mktemp("bench_use") / "m.pt")
 
 
 def test_sample_photos_hold_the_expected_faces():

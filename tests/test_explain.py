@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from conftest import save_checkpoint
 from ferlab import checkpoint, explain
 from ferlab.checkpoint import Loaded
 from ferlab.cli import main
@@ -21,11 +22,7 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    m = create_model("fernet_tiny")
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    checkpoint.save(checkpoint.make_payload(m, "fernet_tiny", list(FER2013_CLASSES), Preprocess()), path)
-    return path
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
 
 
 @pytest.fixture(scope="module")

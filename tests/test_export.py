@@ -8,6 +8,7 @@ import onnx
 import pytest
 import torch
 
+from conftest import save_checkpoint
 from ferlab import checkpoint, export
 from ferlab.cli import main
 from ferlab.export import OnnxClassifier, export_onnx
@@ -55,9 +56,7 @@ def ckpt(tmp_path_factory):
         loss.backward()
         opt.step()
     torch.set_num_threads(prev)
-    path = tmp_path_factory.mktemp("ckpt") / "m.pt"
-    checkpoint.save(checkpoint.make_payload(m, "fernet_tiny", list(FER2013_CLASSES), PRE), path)
-    return path
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "m.pt", preprocess=PRE, model_obj=m)
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from ferlab import checkpoint
+from conftest import save_checkpoint
 from ferlab.cli import main
 from ferlab.labels import FER2013_CLASSES
-from ferlab.models import create_model
 from ferlab.predict import PredictConfig, Recognizer, read_image, run
 from ferlab.preprocess import Preprocess
 from ferlab.video import IoUTracker, open_capture, process_video
@@ -26,12 +25,7 @@ FACE_X, FACE_Y = (178, 268), (63, 176)  # the astronaut's face in the 512x512 im
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    model = create_model("fernet_tiny")
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    checkpoint.save(checkpoint.make_payload(model, "fernet_tiny", list(FER2013_CLASSES), Preprocess(crop_margin=0.1)),
-                    path)
-    return path
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", preprocess=Preprocess(crop_margin=0.1))
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,9 @@ import pytest
 import torch
 import yaml
 
+from conftest import save_checkpoint
 from ferlab import checkpoint, config, evaluate, train
 from ferlab.labels import FER2013_CLASSES
-from ferlab.models import create_model
 
 
 def _cfg(data, tmp_path, **kw):
@@ -134,11 +134,7 @@ def test_config_file_then_overrides(tmp_path):
 
 
 def test_atomic_save_keeps_previous_file_on_failure(tmp_path, monkeypatch):
-    m = create_model("fernet_tiny")
-    from ferlab.preprocess import Preprocess
-
-    p = tmp_path / "m.pt"
-    checkpoint.save(checkpoint.make_payload(m, "fernet_tiny", list(FER2013_CLASSES), Preprocess()), p)
+    p = save_checkpoint(tmp_path / "m.pt", seed=None)
     before = p.read_bytes()
 
     def full_disk(obj, f):
