@@ -48,6 +48,8 @@ def _interpreter(path: Path, threads: int, batch: int):
     return it
 
 
+# The same loop as ferlab.benchkit.time_calls, copied on purpose: this script runs in fer's own
+# venv, where ferlab is not installed (see the docstring).
 def _time(fn, seconds: float, warmup: int = 5) -> list[float]:
     for _ in range(warmup):
         fn()

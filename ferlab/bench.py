@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from . import config as config_mod
+from .benchkit import write_json
 from .models import create_model, get_spec, summarize
 
 TIME_POINTS_MIN = (2, 5, 10, 20, 30, 45, 60, 90)
@@ -72,7 +73,5 @@ def bench_train(recipe: str, data: str, out: str | Path, budget_minutes: float =
         "machine": {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine()},
         "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
+    write_json(result, out)
     return result

@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import tempfile
-import time
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
-from . import checkpoint, export
-from .checkpoint import Loaded
-from .models import count_params, create_model, get_spec, list_models
+from . import export
+from .benchkit import busy_warnings, load_model, machine, time_calls, versions, write_json
+from .models import count_params
 from .preprocess import Preprocess
 
 BACKENDS = ("torch", "onnx", "onnx_int8")
@@ -64,13 +62,13 @@ def bench_infer(models: Sequence[str | Path], out: str | Path | None = None, *,
             "torch_interop_threads": torch.get_num_interop_threads(),
             "seconds_per_measurement": seconds, "batch_sizes": list(batch_sizes), "backends": list(backends),
             "load_avg_before": load_before, "load_avg_after": load_after,
-            "warnings": _busy_warnings(load_before, load_after, threads),
-            "machine": _machine(), "versions": _versions(), "models": results,
+            "warnings": busy_warnings(load_before, load_after, threads),
+            "machine": machine(), "versions": versions(), "models": results,
         }
     finally:
         torch.set_num_threads(prev_threads)
     if out is not None:
-        _write_json(report, Path(out))
+        write_json(report, out)
     return report
 
 
@@ -84,7 +82,7 @@ def _bench_model(ref: str, batch_sizes: tuple[int, ...], threads: int, seconds: 
                                     {"skipped": f"{ref} is an exported ONNX file; {b} needs its checkpoint"})
         return entry
 
-    loaded = _load(ref)
+    loaded = load_model(ref)
     pre = loaded.preprocess
     entry = {"ref": ref, "model": loaded.model_name, "params": count_params(loaded.model, trainable_only=False),
              "input": [pre.channels, pre.size, pre.size], "backends": {}}
@@ -100,22 +98,6 @@ def _bench_model(ref: str, batch_sizes: tuple[int, ...], threads: int, seconds: 
         else:
             raise ValueError(f"unknown backend {b!r}; choose from: {', '.join(BACKENDS)}")
     return entry
-
-
-def _load(ref: str) -> Loaded:
-    """A checkpoint ref, or a registered model name with random weights."""
-    if ref in list_models() and not Path(ref).exists():
-        spec = get_spec(ref)
-        model = create_model(ref).eval()
-        pre = Preprocess(size=spec.input_size, channels=spec.in_chans, mean=(0.5,) * spec.in_chans,
-                         std=(0.25,) * spec.in_chans)
-        meta = {"model": {"name": ref, "num_classes": spec.num_classes, "in_chans": spec.in_chans,
-                          "input_size": spec.input_size}}
-        return Loaded(model, [f"class{i}" for i in range(spec.num_classes)], pre, meta, f"registry:{ref}")
-    try:
-        return checkpoint.load(ref)
-    except FileNotFoundError as e:
-        raise FileNotFoundError(f"{e}; or name a registered model: {', '.join(list_models())}") from None
 
 
 def _bench_torch(model: torch.nn.Module, pre: Preprocess, batch_sizes: tuple[int, ...], seconds: float) -> dict:
@@ -188,14 +170,7 @@ def _bench_onnx(clf: export.OnnxClassifier, pre: Preprocess, batch_sizes: tuple[
 
 
 def _time_calls(fn: Callable, batch: int, seconds: float) -> dict:
-    for _ in range(WARMUP_CALLS):
-        fn()
-    times, end = [], time.perf_counter() + seconds
-    while time.perf_counter() < end or len(times) < 3:
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    t = np.asarray(times)
+    t = time_calls(fn, seconds, WARMUP_CALLS)
     return {"faces_per_s": round(batch * len(t) / float(t.sum()), 1),
             "latency_ms_p50": round(float(np.median(t)) * 1e3, 4),
             "latency_ms_p90": round(float(np.percentile(t, 90)) * 1e3, 4), "calls": len(t)}
@@ -205,39 +180,3 @@ def _one_face(per_batch: dict) -> dict:
     """Latency of classifying a single face: the batch-1 median, when batch 1 was measured."""
     one = per_batch.get("1")
     return {"one_face_latency_ms": one["latency_ms_p50"] if one else None}
-
-
-def _busy_warnings(before: list[float], after: list[float], threads: int) -> list[str]:
-    # Our own run adds up to `threads` to the load, so only what is beyond that is someone else's.
-    cores = os.cpu_count() or 1
-    if before[0] > 0.5 or after[0] > threads + 0.5 or threads > cores:
-        return [f"machine busy (1-min load average {before[0]:.2f} before, {after[0]:.2f} after, {cores} cores, "
-                f"{threads} threads): threads competing for cores stall each other, so these figures can be "
-                "far below the machine's; rerun when it is idle"]
-    return []
-
-
-def _machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "platform": platform.platform()}
-
-
-def _versions() -> dict:
-    import onnxruntime
-
-    return {**checkpoint.versions(), "onnxruntime": onnxruntime.__version__}
-
-
-def _write_json(report: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, path)

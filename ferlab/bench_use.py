@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .bench_infer import _busy_warnings, _load, _machine, _versions, _write_json
+from .benchkit import busy_warnings, load_model, machine, time_calls, versions, write_json
 from .checkpoint import Loaded
 from .detect import align_crop
 from .export import OnnxClassifier, export_onnx
@@ -77,7 +77,7 @@ def bench_photo(model: str | Path = "default", detector: str = "yunet", backends
     _check(backends, threads)
     if seconds <= 0:
         raise ValueError(f"seconds must be > 0, got {seconds}")
-    loaded = _load(str(model))
+    loaded = load_model(str(model))
     photos = sample_photos()
     with _threads(threads), tempfile.TemporaryDirectory(prefix="ferlab-bench-") as tmp:
         jpegs = {name: Path(tmp) / f"{name}.jpg" for name in photos}
@@ -115,7 +115,7 @@ def bench_photo(model: str | Path = "default", detector: str = "yunet", backends
         "seconds_per_measurement": seconds, **settings, "one_face_stages": stages, "backends": per_backend,
     }
     if out is not None:
-        _write_json(report, Path(out))
+        write_json(report, out)
     return report
 
 
@@ -162,7 +162,7 @@ def bench_video(model: str | Path = "default", detector: str = "yunet", backends
     _check(backends, threads)
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
-    loaded = _load(str(model))
+    loaded = load_model(str(model))
     with _threads(threads), tempfile.TemporaryDirectory(prefix="ferlab-bench-") as tmp:
         src = Path(video) if video is not None else make_test_video(Path(tmp) / "moving_face.mp4", frames)
         load_before = list(os.getloadavg())
@@ -202,7 +202,7 @@ def bench_video(model: str | Path = "default", detector: str = "yunet", backends
         **settings, "backends": per_backend,
     }
     if out is not None:
-        _write_json(report, Path(out))
+        write_json(report, out)
     return report
 
 
@@ -245,14 +245,7 @@ def _recognizers(loaded: Loaded, detector: str, backends: Sequence[str], threads
 
 
 def _latency(fn: Callable, seconds: float) -> dict:
-    for _ in range(WARMUP_CALLS):
-        fn()
-    times, end = [], time.perf_counter() + seconds
-    while time.perf_counter() < end or len(times) < 3:
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    t = np.asarray(times) * 1e3
+    t = time_calls(fn, seconds, WARMUP_CALLS) * 1e3
     return {"latency_ms_p50": round(float(np.median(t)), 3), "latency_ms_p90": round(float(np.percentile(t, 90)), 3),
             "calls": len(t)}
 
@@ -288,8 +281,8 @@ def _settings(threads: int, backends: Sequence[str], load_before: list[float], l
     return {"threads": threads, "torch_threads": torch.get_num_threads(), "opencv_threads": cv2.getNumThreads(),
             "onnx_intra_op_threads": threads, "backends_run": list(backends),
             "load_avg_before": load_before, "load_avg_after": load_after,
-            "warnings": _busy_warnings(load_before, load_after, threads) + warnings,
-            "machine": _machine(), "versions": {**_versions(), "opencv": cv2.__version__}}
+            "warnings": busy_warnings(load_before, load_after, threads) + warnings,
+            "machine": machine(), "versions": {**versions(), "opencv": cv2.__version__}}
 
 
 def _grace_hopper() -> np.ndarray:
