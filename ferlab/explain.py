@@ -31,6 +31,7 @@ from torch import nn
 
 from . import checkpoint
 from .checkpoint import Loaded
+from .report import activation_figure, attribution_figure, filter_figure
 
 METHODS = ("saliency", "smoothgrad", "gradcam", "activations", "filters")
 ALL_CLASSES = "all"
@@ -426,107 +427,6 @@ def visualize_filters(model: Loaded | str | Path, layer: str | None = None, filt
             end_act = score(capture, x)
     xf = x.detach()
     return FilterImages(layer, filters, to_images(loaded, xf), start_act.numpy(), end_act.numpy(), xf)
-
-
-# ---------------------------------------------------------------------------------------------
-# Figures (matplotlib's Agg canvas, no pyplot state)
-
-
-def _figure(w: float, h: float):
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(w, h), dpi=100, layout="constrained")
-
-
-def _show(ax, image: np.ndarray) -> None:
-    ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255, interpolation="nearest")
-    ax.set_axis_off()
-
-
-def attribution_figure(image: np.ndarray, maps: Sequence[tuple[str, np.ndarray]], path: str | Path,
-                       probs: dict[str, float] | None = None, title: str = "") -> Path:
-    """Save the face, one overlay per (title, map), and (if given) a probability bar chart as PNG."""
-    panels = 1 + len(maps) + (probs is not None)
-    cols = min(panels, 4)
-    rows = -(-panels // cols)
-    fig = _figure(2.6 * cols, 2.7 * rows)
-    axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    _show(axes[0], image)
-    axes[0].set_title("model input", fontsize=9)
-    for ax, (name, m) in zip(axes[1:], maps):
-        _show(ax, image)
-        ax.imshow(m, cmap="jet", alpha=0.45, vmin=0, vmax=1, interpolation="bilinear")
-        ax.set_title(name, fontsize=9)
-    if probs is not None:
-        ax = axes[len(maps) + 1]
-        names = list(probs)
-        ax.barh(names[::-1], [probs[c] for c in names[::-1]], color="tab:blue")
-        ax.set_xlim(0, 1)
-        ax.tick_params(labelsize=8)
-        ax.set_title("probabilities", fontsize=9)
-    for ax in axes[panels:]:
-        ax.set_axis_off()
-    if title:
-        fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
-
-
-def grid_figure(images: np.ndarray, labels: Sequence[str], path: str | Path, title: str = "",
-                cmap: str = "viridis", max_cols: int = 8) -> Path:
-    """Save images (N, H, W) or (N, H, W, 3) as one labelled mosaic; float maps are coloured with
-    `cmap`, each scaled to its own range (uint8 images are shown as they are)."""
-    tiles = _rgb_tiles(np.asarray(images), cmap)  # (N, h, w, 3) uint8
-    n, h, w = tiles.shape[:3]
-    cols = min(n, max_cols)
-    rows = -(-n // cols)
-    gap = max(1, h // 8)
-    mosaic = np.full((rows * (h + gap) + gap, cols * (w + gap) + gap, 3), 255, np.uint8)
-    for i, t in enumerate(tiles):
-        r, c = divmod(i, cols)
-        mosaic[gap + r * (h + gap):gap + r * (h + gap) + h, gap + c * (w + gap):gap + c * (w + gap) + w] = t
-    # One imshow for the whole grid: a subplot per tile costs about a second per 64 tiles.
-    fig = _figure(1.2 * cols + 0.3, 1.25 * rows + 0.5)
-    ax = fig.add_subplot()
-    ax.imshow(mosaic, interpolation="nearest")
-    ax.set_axis_off()
-    for i, label in enumerate(labels[:n]):
-        r, c = divmod(i, cols)
-        ax.text(gap + c * (w + gap), gap + r * (h + gap) - 0.3, label, fontsize=6, va="bottom", ha="left")
-    if title:
-        ax.set_title(title, fontsize=9)
-    return _save(fig, path)
-
-
-def _rgb_tiles(images: np.ndarray, cmap: str) -> np.ndarray:
-    if images.dtype == np.uint8:
-        return np.repeat(images[..., None], 3, axis=3) if images.ndim == 3 else images
-    from matplotlib import colormaps
-
-    a = images.astype(np.float64)
-    lo = a.min(axis=(1, 2), keepdims=True)
-    span = a.max(axis=(1, 2), keepdims=True) - lo
-    a = np.where(span > 0, (a - lo) / np.where(span > 0, span, 1), 0.0)
-    return (colormaps[cmap](a)[..., :3] * 255).round().astype(np.uint8)
-
-
-def activation_figure(layer: str, maps: torch.Tensor, path: str | Path, max_maps: int = 64) -> Path:
-    """Save the first `max_maps` channels of one input's feature maps (C, h, w) as a grid."""
-    maps = maps.detach().float()[:max_maps].numpy()
-    labels = [f"{i}" for i in range(len(maps))]
-    return grid_figure(maps, labels, path, title=f"{layer}: {len(maps)} feature map(s), each scaled to its own range")
-
-
-def filter_figure(result: FilterImages, path: str | Path) -> Path:
-    labels = [f"#{f} {a0:.2f}->{a:.2f}" for f, a0, a in zip(result.filters, result.start_activation, result.activation)]
-    return grid_figure(result.images, labels, path,
-                       title=f"{result.layer}: inputs maximising each filter (mean activation start->end)")
-
-
-def _save(fig, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
 
 
 # ---------------------------------------------------------------------------------------------
