@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import json
 import math
 import os
 import sys
@@ -19,9 +20,10 @@ from tqdm import tqdm
 from . import checkpoint, config as config_mod, data
 from .augment import augment, mix, preset
 from .config import TrainConfig
-from .evaluate import metrics, predict_logits
+from .evaluate import metrics, predict_logits, write_confusion_csv
 from .models import FERModel, count_params, create_model, get_spec
 from .preprocess import Preprocess
+from .report import plot_confusion, plot_curves
 
 METRIC_FIELDS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1", "lr", "seconds",
                  "elapsed", "images_per_s"]
@@ -267,8 +269,8 @@ def fit(cfg: TrainConfig, run_dir: str | Path | None = None, resume: bool = Fals
         state.update(last["train_state"])
         g.set_state(last["rng"])
         log(f"resuming {run_dir} after epoch {state['epoch']}")
-    else:
-        config_mod.save(cfg, run_dir / "config.yaml")
+    config_mod.save(cfg, run_dir / "config.yaml")  # on resume too: overrides such as --epochs are recorded
+    if not resume:
         with open(metrics_path, "w", newline="") as f:
             csv.writer(f).writerow(METRIC_FIELDS)
 
@@ -326,10 +328,6 @@ def fit(cfg: TrainConfig, run_dir: str | Path | None = None, resume: bool = Fals
 
 def finish(run_dir: Path, cfg: TrainConfig, val: data.FaceData, log=_log) -> dict:
     """Final validation of best.pt with the configured TTA; writes eval, confusion and curves."""
-    from .evaluate import write_confusion_csv
-    from .report import plot_confusion, plot_curves
-    import json
-
     payload = checkpoint.read(run_dir / "best.pt")
     loaded = checkpoint.build(payload)
     m = metrics(val.labels.numpy(), predict_logits(loaded.model, val.images, loaded.preprocess, cfg.tta)
