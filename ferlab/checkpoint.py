@@ -76,7 +76,10 @@ def save(payload: dict, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint is an ordinary file
         with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)
             f.flush()
@@ -145,3 +148,17 @@ def load(ref: str | Path = DEFAULT_NAME) -> Loaded:
 def load_default() -> Loaded:
     """The bundled pretrained FER2013 model."""
     return load(DEFAULT_NAME)
+
+
+def bundle(ref: str | Path, out: str | Path | None = None) -> Path:
+    """Write a slim copy of a checkpoint for shipping: fp16 weights, no optimizer state.
+
+    This is how `ferlab/weights/default.pt` is made from the best.pt of `ferlab train --recipe
+    default`; fp16 halves the file and `build` casts back to fp32, so predictions change by less
+    than fp16 rounding of the weights.
+    """
+    payload = read(ref)
+    payload = {k: v for k, v in payload.items() if k not in ("optimizer", "ema", "train_state", "rng")}
+    payload["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
+    payload["bundled_from"] = str(resolve(ref))
+    return save(payload, out or default_path())
