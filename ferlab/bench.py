@@ -30,7 +30,10 @@ def matmul_peak(dtype: torch.dtype = torch.float32, n: int = 2048, seconds: floa
 
 
 def accuracy_at(rows: list[dict], minutes: float) -> float | None:
-    """Best validation accuracy among epochs finished within `minutes` of training time."""
+    """Best validation accuracy among epochs finished within `minutes` of training time; None when
+    the run ended before that time point (it says nothing about what a longer run would reach)."""
+    if not rows or float(rows[-1]["elapsed"]) < minutes * 60:
+        return None
     done = [float(r["val_acc"]) for r in rows if float(r["elapsed"]) <= minutes * 60]
     return max(done) if done else None
 
@@ -43,35 +46,51 @@ def bench_train(recipe: str, data: str, out: str | Path, budget_minutes: float =
     cfg = config_mod.build(recipe, data=data, out=runs_dir, name=name or f"bench-{recipe}-{time.strftime('%Y%m%d-%H%M%S')}",
                            **({"max_minutes": budget_minutes} if budget_minutes else {}), **overrides)
     torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
+    load_before = os.getloadavg()
+    peaks = (matmul_peak(torch.float32), matmul_peak(torch.bfloat16))
+    t0 = time.perf_counter()
+    run_dir = fit(cfg)
+    result = summarize_run(run_dir, recipe, peaks, load_before, wall_minutes=(time.perf_counter() - t0) / 60)
+    write_json(result, out)
+    return result
+
+
+def summarize_run(run_dir: str | Path, recipe: str, peaks: tuple[float, float] | None = None,
+                  load_before: tuple[float, ...] | None = None, wall_minutes: float | None = None) -> dict:
+    """The benchmark figures of a finished run directory (metrics.csv, eval_val.json, best.pt).
+
+    `peaks` are (fp32, bf16) matmul GFLOP/s measured alongside the run; None measures them now,
+    which is only comparable when the machine is as quiet as it was during training.
+    """
+    run_dir = Path(run_dir)
+    cfg = config_mod.build(file=run_dir / "config.yaml")
     spec = get_spec(cfg.model)
     model = create_model(cfg.model, in_chans=cfg.channels or spec.in_chans, input_size=cfg.image_size or spec.input_size)
     macs = summarize(model)["macs"]
-    load_before = os.getloadavg()
-    peak32 = matmul_peak(torch.float32)
-    peak16 = matmul_peak(torch.bfloat16)
-    t0 = time.perf_counter()
-    run_dir = fit(cfg)
-    wall = time.perf_counter() - t0
+    if load_before is None:
+        load_before = os.getloadavg()
+    peak32, peak16 = peaks or (matmul_peak(torch.float32), matmul_peak(torch.bfloat16))
     rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
+    if not rows:
+        raise ValueError(f"{run_dir}/metrics.csv has no epochs")
     ips = sorted(float(r["images_per_s"]) for r in rows)
     median_ips = ips[len(ips) // 2]
     train_gflops = median_ips * 3 * 2 * macs / 1e9  # forward + backward ~ 3x forward
     peak = peak16 if cfg.bf16 else peak32
     final = json.loads((run_dir / "eval_val.json").read_text())
-    best = json.loads(json.dumps(torch.load(run_dir / "best.pt", weights_only=True)["metrics"]))
-    result = {
+    best = torch.load(run_dir / "best.pt", weights_only=True)["metrics"]
+    return {
         "recipe": recipe, "config": cfg.to_dict(), "run_dir": str(run_dir), "model": cfg.model,
         "params": best.get("params"), "mflops_per_image": 2 * macs / 1e6,
-        "epochs_run": len(rows), "train_minutes": float(rows[-1]["elapsed"]) / 60, "wall_minutes": wall / 60,
+        "epochs_run": len(rows), "train_minutes": float(rows[-1]["elapsed"]) / 60, "wall_minutes": wall_minutes,
         "images_per_s_median": median_ips, "train_gflops": train_gflops,
         "matmul_peak_gflops_fp32": peak32, "matmul_peak_gflops_bf16": peak16,
+        "peaks_measured": "with the run" if peaks else "after the run",
         "fraction_of_peak": train_gflops / peak, "peak_used": "bf16" if cfg.bf16 else "fp32",
         "val_acc_at_minutes": {str(t): accuracy_at(rows, t) for t in TIME_POINTS_MIN},
         "best_val_acc": best.get("val_acc"), "val_acc_tta": final["accuracy"], "val_macro_f1_tta": final["macro_f1"],
         "tta": final.get("tta"),
-        "loadavg_before": load_before, "loadavg_after": os.getloadavg(), "threads": torch.get_num_threads(),
+        "loadavg_before": list(load_before), "loadavg_after": list(os.getloadavg()), "threads": torch.get_num_threads(),
         "machine": {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine()},
-        "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "torch": str(torch.__version__), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    write_json(result, out)
-    return result

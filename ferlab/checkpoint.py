@@ -94,18 +94,26 @@ def save(payload: dict, path: str | Path) -> Path:
     return path
 
 
+#: Models shipped inside the package, by the name accepted wherever a checkpoint is.
+BUNDLED = {"default": "the accurate default (fernet_s)", "tiny": "the fast model (fernet_tiny)"}
+
+
+def bundled_path(name: str = DEFAULT_NAME) -> Path:
+    """Where a bundled model lives inside the installed package."""
+    return Path(str(resources.files("ferlab") / "weights" / f"{name}.pt"))
+
+
 def default_path() -> Path:
-    """Where the bundled default model lives inside the installed package."""
-    return Path(str(resources.files("ferlab") / "weights" / "default.pt"))
+    return bundled_path(DEFAULT_NAME)
 
 
 def resolve(ref: str | Path) -> Path:
-    """'default', a checkpoint file, or a run directory (its best.pt) -> a checkpoint path."""
-    if str(ref) == DEFAULT_NAME:
-        p = default_path()
+    """A bundled name ('default', 'tiny'), a checkpoint file, or a run directory (its best.pt) -> a path."""
+    if str(ref) in BUNDLED:
+        p = bundled_path(str(ref))
         if not p.exists():
-            raise FileNotFoundError(f"the bundled default model is missing at {p}; reinstall ferlab or "
-                                    "train one with `ferlab train --recipe default`")
+            raise FileNotFoundError(f"the bundled model {ref!r} is missing at {p}; reinstall ferlab or "
+                                    f"train one with `ferlab train --recipe {ref}`")
         return p
     p = Path(ref)
     if p.is_dir():

@@ -95,11 +95,12 @@ RECIPES: dict[str, dict] = {
     # EMA. Tuned only on val (PublicTest).
     "default": dict(model="fernet_s", epochs=60, batch_size=128, optimizer="sgd", lr=0.1, weight_decay=5e-4,
                     schedule="onecycle", label_smoothing=0.1, augment="standard", ema=0.999, tta="flip_shift"),
-    # Fits ~10 minutes of training on a 2-core CPU.
+    # Fits ~10 minutes of training on a 2-core CPU. Light augmentation + EMA: in a 12-epoch budget
+    # the model underfits, and this beat `standard` without EMA by 2.4 points on val (README).
     "fast": dict(model="fernet_s", epochs=12, batch_size=128, optimizer="sgd", lr=0.1, weight_decay=5e-4,
-                 schedule="onecycle", label_smoothing=0.1, augment="standard", ema=0.0, tta="flip_shift"),
-    # The fast inference model (fernet_tiny).
-    "tiny": dict(model="fernet_tiny", epochs=40, batch_size=128, optimizer="sgd", lr=0.1, weight_decay=5e-4,
+                 schedule="onecycle", label_smoothing=0.1, augment="light", ema=0.998, tta="flip_shift"),
+    # The fast inference model (fernet_tiny): 5,600 img/s in training, so 100 epochs take ~9 minutes.
+    "tiny": dict(model="fernet_tiny", epochs=100, batch_size=128, optimizer="sgd", lr=0.1, weight_decay=5e-4,
                  schedule="onecycle", label_smoothing=0.1, augment="standard", ema=0.999, tta="flip"),
     # How the course reports trained: Adam 1e-3, no augmentation, constant LR.
     "report": dict(epochs=30, batch_size=64, optimizer="adam", lr=1e-3, weight_decay=0.0, schedule="constant",

@@ -56,7 +56,7 @@ def default_out(ref: str | Path, fmt: str = "onnx", quantize: str | None = None)
     to the current directory rather than into the installed package."""
     src = checkpoint.resolve(ref)
     name = src.stem + (f".{quantize}" if quantize else "") + f".{fmt}"
-    return Path(name) if str(ref) == checkpoint.DEFAULT_NAME else src.with_name(name)
+    return Path(name) if str(ref) in checkpoint.BUNDLED else src.with_name(name)
 
 
 def export_onnx(ref_or_loaded: str | Path | Loaded, out_path: str | Path, quantize: bool = False, opset: int = 17,

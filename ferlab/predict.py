@@ -37,14 +37,21 @@ class Classifier(Protocol):
 
 
 class TorchClassifier:
-    """A checkpoint's PyTorch model as a float32 (B, C, H, W) -> logits (B, K) numpy callable."""
+    """A checkpoint's PyTorch model as a float32 (B, C, H, W) -> logits (B, K) numpy callable.
 
-    def __init__(self, model: torch.nn.Module):
-        self.model = model.eval()
+    Runs in channels_last (oneDNN's fast path on CPU; same logits to ~1e-6). `bf16=True` adds
+    bfloat16 autocast: ~3.5x the faces/s of fp32 for FerNet-S at batch 64 on CPUs with AMX, with
+    logits off by up to ~0.1 (see `ferlab bench infer`), so it is opt-in.
+    """
+
+    def __init__(self, model: torch.nn.Module, bf16: bool = False):
+        self.model = model.eval().to(memory_format=torch.channels_last)
+        self.bf16 = bf16
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return self.model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).float().numpy()
+        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            return self.model(t).float().numpy()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,13 +166,14 @@ class Recognizer:
     align: rotate crops so the eyes are level when the detector gives landmarks.
     small_side: images whose long side is at most this are taken as face crops without detection
     (default: twice the model's input side).
+    bf16: bfloat16 autocast for the PyTorch backend (faster on AMX CPUs, logits less exact).
     """
 
     def __init__(self, model: str | Path | Loaded | None = None, detector: str | Detector = "yunet",
                  backend: Literal["torch", "onnx"] = "torch", *, threshold: float = 0.75, min_face: float = 0,
                  largest: bool = False, max_side: int = 960, detector_model: str | Path | None = None,
                  align: bool = True, small_side: int | None = None, batch_size: int = 64,
-                 onnx_path: str | Path | None = None):
+                 onnx_path: str | Path | None = None, bf16: bool = False):
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
         self.backend = backend
@@ -179,7 +187,7 @@ class Recognizer:
             self.loaded = model if isinstance(model, Loaded) else checkpoint.load(model or checkpoint.DEFAULT_NAME)
             self.classes, self.preprocess = list(self.loaded.classes), self.loaded.preprocess
             if backend == "torch":
-                self.classifier = TorchClassifier(self.loaded.model)
+                self.classifier = TorchClassifier(self.loaded.model, bf16=bf16)
             else:
                 if onnx_path is None:
                     from .export import export_onnx

@@ -12,7 +12,9 @@ def add_parsers(sub) -> None:
     bsub.required = True
     t = bsub.add_parser("train", help="train a recipe; val accuracy at time points, images/s, GFLOP/s vs peak")
     t.add_argument("--recipe", default="fast", choices=sorted(RECIPES), help="recipe to train (default: fast)")
-    t.add_argument("--data", required=True, help="dataset with train and val splits")
+    t.add_argument("--data", help="dataset with train and val splits (required unless --run)")
+    t.add_argument("--run", metavar="RUN_DIR", help="summarise a finished run instead of training (matmul peaks "
+                   "are then measured now)")
     t.add_argument("--minutes", type=float, default=0.0, help="wall-clock budget in minutes (0 = the recipe's epochs)")
     t.add_argument("--epochs", type=int, help="override the recipe's epochs")
     t.add_argument("--model", help="override the recipe's model")
@@ -60,9 +62,18 @@ def run_train(args) -> int:
 
     from ..bench import bench_train
 
-    overrides = {k: v for k, v in (("epochs", args.epochs), ("model", args.model)) if v is not None}
-    r = bench_train(args.recipe, args.data, args.out, budget_minutes=args.minutes, runs_dir=args.runs,
-                    name=args.name, **overrides)
+    if args.run:
+        from ..bench import summarize_run
+        from ..benchkit import write_json
+
+        r = summarize_run(args.run, args.recipe)
+        write_json(r, args.out)
+    elif not args.data:
+        raise ValueError("pass --data DATASET to train, or --run RUN_DIR to summarise a finished run")
+    else:
+        overrides = {k: v for k, v in (("epochs", args.epochs), ("model", args.model)) if v is not None}
+        r = bench_train(args.recipe, args.data, args.out, budget_minutes=args.minutes, runs_dir=args.runs,
+                        name=args.name, **overrides)
     print(json.dumps({k: r[k] for k in ("model", "epochs_run", "train_minutes", "images_per_s_median", "train_gflops",
                                         "fraction_of_peak", "val_acc_at_minutes", "best_val_acc", "val_acc_tta")},
                      indent=1))

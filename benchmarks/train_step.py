@@ -1,0 +1,62 @@
+"""Training-step throughput of registered models: fp32 vs bf16 autocast, channels_last vs not.
+
+    .venv/bin/python benchmarks/train_step.py fernet_s fernet_tiny --out benchmarks/results/train_step.json
+
+Random data, batch 128, SGD; measures images/s of forward+backward+step after a warm-up, so the
+effect of the memory format and precision switches is isolated from data and augmentation.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import torch
+
+from ferlab.models import create_model, get_spec
+
+
+def step_rate(name: str, bf16: bool, channels_last: bool, batch: int = 128, steps: int = 8) -> float:
+    spec = get_spec(name)
+    m = create_model(name)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    m = m.to(memory_format=fmt)
+    opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
+    x = torch.randn(batch, spec.in_chans, spec.input_size, spec.input_size).contiguous(memory_format=fmt)
+    y = torch.randint(0, spec.num_classes, (batch,))
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = torch.nn.functional.cross_entropy(m(x).float(), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    for _ in range(3):
+        step()
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return steps * batch / (time.perf_counter() - t)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("models", nargs="+")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default="benchmarks/results/train_step.json")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    res = {"threads": args.threads, "loadavg_before": os.getloadavg(), "torch": str(torch.__version__), "models": {}}
+    for name in args.models:
+        res["models"][name] = {f"{'bf16' if b else 'fp32'}_{'channels_last' if c else 'nchw'}": step_rate(name, b, c)
+                               for b in (False, True) for c in (False, True)}
+        print(name, {k: round(v) for k, v in res["models"][name].items()}, flush=True)
+    res["loadavg_after"] = os.getloadavg()
+    with open(args.out, "w") as f:
+        json.dump(res, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

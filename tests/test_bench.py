@@ -1,0 +1,23 @@
+from ferlab import bench, config, train
+
+
+def test_accuracy_at_time_points():
+    rows = [{"val_acc": "0.4", "elapsed": "50"}, {"val_acc": "0.6", "elapsed": "110"}, {"val_acc": "0.55", "elapsed": "170"}]
+    assert bench.accuracy_at(rows, 1) == 0.4          # epochs done within 60 s
+    assert bench.accuracy_at(rows, 2) == 0.6          # the best so far, not the last
+    assert bench.accuracy_at(rows, 5) is None         # the run ended before 5 minutes: no claim
+    assert bench.accuracy_at([], 1) is None
+
+
+def test_summarize_run_reports_throughput_and_accuracy(tiny_fer_dir, tmp_path):
+    cfg = config.build(data=str(tiny_fer_dir), model="fernet_tiny", epochs=2, batch_size=32, out=str(tmp_path),
+                       name="b", threads=1, bf16=False, augment="light", tta="none", chance_epochs=99)
+    run = train.fit(cfg, log=lambda m: None)
+    r = bench.summarize_run(run, "custom", peaks=(100.0, 400.0), load_before=(0.5, 0.5, 0.5))
+    assert r["epochs_run"] == 2 and r["model"] == "fernet_tiny"
+    assert r["images_per_s_median"] > 0
+    assert r["peak_used"] == "fp32" and r["matmul_peak_gflops_fp32"] == 100.0
+    assert abs(r["fraction_of_peak"] - r["train_gflops"] / 100.0) < 1e-12
+    assert abs(r["mflops_per_image"] - 9.5) < 0.1
+    assert 0 <= r["val_acc_tta"] <= 1 and r["best_val_acc"] is not None
+    assert r["val_acc_at_minutes"]["90"] is None
