@@ -27,6 +27,7 @@ from . import checkpoint
 from .annotate import draw_faces
 from .checkpoint import Loaded
 from .detect import Detector, Face, align_crop, make_detector
+from .preprocess import to_8bit
 
 BACKENDS = ("torch", "onnx")
 ImageInput = str | Path | np.ndarray | Image.Image
@@ -59,17 +60,9 @@ class TorchClassifier:
 
 
 def pil_to_rgb(pil: Image.Image) -> np.ndarray:
-    """Any PIL image -> HxWx3 uint8 RGB. 16/32-bit and float grayscale are scaled from their own
-    range (as `ferlab.preprocess.pil_to_array` does); transparent pixels become white."""
-    if pil.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        a = np.asarray(pil, dtype=np.float64)
-        lo, hi = float(a.min()), float(a.max())
-        a = np.zeros_like(a) if hi <= lo else (a - lo) / (hi - lo) * 255.0
-        pil = Image.fromarray(a.round().astype(np.uint8), "L")
-    if pil.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (pil.mode == "P" and "transparency" in pil.info):
-        rgba = pil.convert("RGBA")
-        pil = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-    return np.asarray(pil.convert("RGB"), dtype=np.uint8)
+    """Any PIL image -> HxWx3 uint8 RGB, through the same mode handling as training data
+    (`ferlab.preprocess.to_8bit`: 16-bit/float scaled from their own range, transparency white)."""
+    return np.asarray(to_8bit(pil).convert("RGB"), dtype=np.uint8)
 
 
 def read_image(path: str | Path) -> np.ndarray:

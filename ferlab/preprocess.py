@@ -74,22 +74,31 @@ class Preprocess:
         return pil_to_array(pil, self.size, self.channels)
 
 
-def pil_to_array(pil, size: int, channels: int) -> np.ndarray:
-    """Any PIL image -> (C, size, size) uint8, converting colour mode and resizing (area-averaging)."""
+def to_8bit(pil):
+    """A PIL image in an 8-bit mode without alpha, ready for convert("L"/"RGB").
+
+    16/32-bit and float grayscale are scaled from the image's own range instead of clipped;
+    transparent pixels become white rather than whatever colour sits under alpha 0. Used for
+    training data (`pil_to_array`) and for photos at prediction (`predict.pil_to_rgb`) alike.
+    """
     from PIL import Image
 
-    if pil.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16/32-bit grayscale: scale to 8 bits from the image's own range instead of clipping.
+    if pil.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         a = np.asarray(pil, dtype=np.float64)
         lo, hi = float(a.min()), float(a.max())
         a = np.zeros_like(a) if hi <= lo else (a - lo) / (hi - lo) * 255.0
         pil = Image.fromarray(a.round().astype(np.uint8), "L")
-    if pil.mode in ("RGBA", "LA", "PA") or (pil.mode == "P" and "transparency" in pil.info):
-        # Transparent pixels become white rather than whatever colour sits under alpha 0.
+    if pil.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (pil.mode == "P" and "transparency" in pil.info):
         rgba = pil.convert("RGBA")
-        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        pil = Image.alpha_composite(bg, rgba)
-    pil = pil.convert("L" if channels == 1 else "RGB")
+        pil = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return pil
+
+
+def pil_to_array(pil, size: int, channels: int) -> np.ndarray:
+    """Any PIL image -> (C, size, size) uint8, converting colour mode and resizing (area-averaging)."""
+    from PIL import Image
+
+    pil = to_8bit(pil).convert("L" if channels == 1 else "RGB")
     if pil.size != (size, size):
         pil = pil.resize((size, size), Image.BILINEAR, reducing_gap=None if min(pil.size) < 2 * size else 2.0)
     arr = np.asarray(pil, dtype=np.uint8)
