@@ -41,6 +41,8 @@ class AugmentConfig:
 
 PRESETS: dict[str, AugmentConfig] = {
     "none": AugmentConfig(0, 0, 0, 0, 0, 0, 0, 0),
+    # flip only: pair it with TrainConfig.train_crop, whose random window is the translation
+    "flip": AugmentConfig(flip=0.5, rotate_deg=0, scale=0, shift=0, brightness=0, contrast=0, erase=0),
     "light": AugmentConfig(flip=0.5, rotate_deg=0, scale=0, shift=0.08, brightness=0, contrast=0, erase=0),
     "standard": AugmentConfig(),
     "strong": AugmentConfig(flip=0.5, rotate_deg=15, scale=0.15, shift=0.12, brightness=0.3, contrast=0.3,
@@ -55,18 +57,27 @@ def preset(name: str) -> AugmentConfig:
         raise ValueError(f"unknown augmentation preset {name!r}; choose one of: {', '.join(PRESETS)}") from None
 
 
-def augment(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Apply random augmentation to a normalised float batch (B, C, H, W)."""
-    b = x.shape[0]
+def augment(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None,
+            crop: int = 0) -> torch.Tensor:
+    """Apply random augmentation to a normalised float batch (B, C, H, W).
+
+    `crop` > 0 also cuts a random crop-by-crop window per image, inside the same resampling
+    (so it costs nothing extra, and the network then runs on fewer pixels)."""
+    b, h = x.shape[0], x.shape[-1]
     rand = lambda *s: torch.rand(*s, generator=generator)
-    if cfg.rotate_deg or cfg.scale or cfg.shift or cfg.flip:
+    crop = crop if 0 < crop < h else 0
+    if cfg.rotate_deg or cfg.scale or cfg.shift or cfg.flip or crop:
         ang = (rand(b) * 2 - 1) * math.radians(cfg.rotate_deg)
         zoom = 1 + (rand(b) * 2 - 1) * cfg.scale
         flip = torch.where(rand(b) < cfg.flip, -1.0, 1.0)
         tx, ty = [(rand(b) * 2 - 1) * cfg.shift * 2 for _ in range(2)]  # grid units span 2 per side
-        cos, sin = torch.cos(ang) / zoom, torch.sin(ang) / zoom
+        frac = crop / h if crop else 1.0  # the output grid spans `frac` of the input side
+        if crop:  # window centre anywhere the window still fits
+            tx, ty = tx + (rand(b) * 2 - 1) * (1 - frac), ty + (rand(b) * 2 - 1) * (1 - frac)
+        cos, sin = torch.cos(ang) / zoom * frac, torch.sin(ang) / zoom * frac
         theta = torch.stack([torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1)
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)  # (B, H, W, 2)
+        size = [b, x.shape[1], crop, crop] if crop else list(x.shape)
+        grid = F.affine_grid(theta, size, align_corners=False)  # (B, H', W', 2)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     if cfg.contrast or cfg.brightness:
         c = 1 + (rand(b, 1, 1, 1) * 2 - 1) * cfg.contrast

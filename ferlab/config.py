@@ -40,6 +40,7 @@ class TrainConfig:
     warmup_epochs: float = _f(1.0, "linear warm-up epochs (onecycle/cosine)")
     label_smoothing: float = _f(0.0, "label smoothing for the cross-entropy loss")
     augment: str = _f("standard", f"augmentation preset: {', '.join(PRESETS)}")
+    train_crop: int = _f(0, "train on random square crops of this side, evaluate on the full image (0 = off)")
     mixup: float = _f(0.0, "mixup alpha (0 = off)")
     cutmix: float = _f(0.0, "CutMix alpha (0 = off)")
     balance: Literal["none", "weights", "sampler"] = _f("none", "class imbalance: loss weights or balanced sampling")
@@ -72,6 +73,8 @@ class TrainConfig:
                 problems.append(f"{k} must be >= 1")
         if self.lr <= 0:
             problems.append("lr must be > 0")
+        if self.train_crop < 0 or (self.image_size and self.train_crop > self.image_size):
+            problems.append("train_crop must be between 0 and image_size")
         if not 0 <= self.val_fraction < 1:
             problems.append("val_fraction must be in [0, 1)")
         if not 0 <= self.label_smoothing < 1:

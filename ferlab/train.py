@@ -161,7 +161,7 @@ def train_one_epoch(model, opt, train: data.FaceData, cfg: TrainConfig, pp: Prep
             group["lr"] = lr
         idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
         y = train.labels[idx]
-        x = augment(pp.normalize(train.images[idx]), aug, g)
+        x = augment(pp.normalize(train.images[idx]), aug, g, crop=cfg.train_crop)
         x, target = mix(x, y, len(train.classes), cfg.mixup, cfg.cutmix, g)
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -188,8 +188,9 @@ def train_one_epoch(model, opt, train: data.FaceData, cfg: TrainConfig, pp: Prep
             "seconds": dt, "images_per_s": seen / dt}
 
 
-def validate(model, val: data.FaceData, pp: Preprocess, cfg: TrainConfig, tta: str = "none") -> dict:
-    logits = predict_logits(model, val.images, pp, tta, channels_last=cfg.channels_last)
+def validate(model, val: data.FaceData, pp: Preprocess, cfg: TrainConfig, tta: str = "none",
+             bf16: bool = False) -> dict:
+    logits = predict_logits(model, val.images, pp, tta, channels_last=cfg.channels_last, bf16=bf16)
     m = metrics(val.labels.numpy(), logits.argmax(1).numpy(), val.classes)
     loss = F.cross_entropy(logits, val.labels).item()
     return {"val_loss": loss, "val_acc": m["accuracy"], "val_macro_f1": m["macro_f1"], "full": m}
@@ -227,6 +228,9 @@ def fit(cfg: TrainConfig, run_dir: str | Path | None = None, resume: bool = Fals
     torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
+    if cfg.train_crop > size:
+        raise ValueError(f"train_crop {cfg.train_crop} exceeds the {size}-pixel input of {cfg.model}; "
+                         f"choose a crop of at most {size} (or 0 for none)")
     if len(cfg.mean) not in (1, channels):
         cfg = replace(cfg, mean=cfg.mean[:1] * channels, std=cfg.std[:1] * channels)
     pp = Preprocess(size=size, channels=channels, mean=cfg.mean, std=cfg.std, crop_margin=cfg.crop_margin)
@@ -288,7 +292,7 @@ def fit(cfg: TrainConfig, run_dir: str | Path | None = None, resume: bool = Fals
         t0 = time.perf_counter()
         tr = train_one_epoch(model, opt, train, cfg, pp, state, ema, class_weights, g)
         eval_model = ema.model if ema is not None else model
-        va = validate(eval_model, val, pp, cfg)
+        va = validate(eval_model, val, pp, cfg, bf16=cfg.bf16)  # per-epoch: bf16 is 3x faster
         state["elapsed"] += time.perf_counter() - t0
         row = {"epoch": state["epoch"], **tr, **{k: v for k, v in va.items() if k != "full"},
                "elapsed": state["elapsed"]}

@@ -30,3 +30,33 @@ def test_mix_targets_are_distributions():
 def test_unknown_preset_lists_choices():
     with pytest.raises(ValueError, match="choose one of: " + ", ".join(PRESETS)):
         preset("wild")
+
+
+def test_train_crop_cuts_a_window_of_the_image():
+    # Channel 0 holds each pixel's row, channel 1 its column: bilinear sampling of a linear ramp
+    # is exact, so every output must be a 40x40 window of unit-step ramps starting inside the image.
+    rows = torch.arange(48.0).view(48, 1).expand(48, 48)
+    x = torch.stack([rows, rows.T]).unsqueeze(0).repeat(6, 1, 1, 1)
+    g = torch.Generator().manual_seed(3)
+    y = augment(x, preset("none"), g, crop=40)
+    assert y.shape == (6, 2, 40, 40)
+    steps = torch.arange(40.0)
+    starts = []
+    for img in y:
+        r, c = img[0, 0, 0].item(), img[1, 0, 0].item()
+        assert 0 <= r <= 8 and 0 <= c <= 8
+        assert torch.allclose(img[0], r + steps.view(40, 1).expand(40, 40), atol=1e-3)
+        assert torch.allclose(img[1], c + steps.view(1, 40).expand(40, 40), atol=1e-3)
+        starts.append((round(r, 2), round(c, 2)))
+    assert len(set(starts)) > 1  # windows are random, not one fixed crop
+    # crop 0 or the full side leaves the size alone
+    assert augment(x, preset("none"), g, crop=0).shape == x.shape
+    assert augment(x, preset("none"), g, crop=48).shape == x.shape
+
+
+def test_flip_preset_only_mirrors_or_keeps():
+    x = torch.randn(32, 1, 48, 48)
+    y = augment(x, preset("flip"), torch.Generator().manual_seed(0))
+    same = torch.isclose(y, x, atol=1e-5).flatten(1).all(1)
+    mirrored = torch.isclose(y, x.flip(-1), atol=1e-5).flatten(1).all(1)
+    assert (same | mirrored).all() and same.any() and mirrored.any()

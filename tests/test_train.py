@@ -8,6 +8,7 @@ import yaml
 
 from conftest import save_checkpoint
 from ferlab import checkpoint, config, evaluate, train
+from ferlab.data import load as load_dataset
 from ferlab.labels import FER2013_CLASSES
 
 
@@ -43,6 +44,23 @@ def test_end_to_end_train_checkpoint_reload_evaluate(tiny_fer_dir, tmp_path):
     assert (run / "eval_val.json").exists() and (run / "confusion_val.png").stat().st_size > 1000
     # the best checkpoint's recorded val accuracy is the best epoch's
     assert loaded.meta["metrics"]["val_acc"] == max(float(r["val_acc"]) for r in rows)
+
+
+def test_train_crop_trains_on_windows_and_evaluates_full_faces(tiny_fer_dir, tmp_path):
+    # fernet2_s (space-to-depth stem) on 40x40 random crops, validated on whole 48x48 faces in bf16
+    run = train.fit(_cfg(tiny_fer_dir, tmp_path, model="fernet2_s", train_crop=40, augment="flip", epochs=3,
+                         bf16=True), log=lambda m: None)
+    loaded = checkpoint.load(run)
+    assert loaded.preprocess.size == 48 and loaded.meta["config"]["train_crop"] == 40
+    m = evaluate.evaluate(run, tiny_fer_dir, "val")
+    assert m["accuracy"] > 0.6
+
+
+def test_train_crop_larger_than_the_image_is_refused(tiny_fer_dir, tmp_path):
+    with pytest.raises(ValueError, match="train_crop must be between 0 and image_size"):
+        _cfg(tiny_fer_dir, tmp_path, image_size=48, train_crop=64)
+    with pytest.raises(ValueError, match="train_crop 64 exceeds the 48-pixel input of fernet_tiny"):
+        train.fit(_cfg(tiny_fer_dir, tmp_path, train_crop=64), log=lambda m: None)
 
 
 def test_checkpoint_alone_reproduces_predictions(tiny_fer_dir, tmp_path):
@@ -170,3 +188,15 @@ def test_metrics_per_class():
     assert m["per_class"]["a"]["recall"] == pytest.approx(0.5)
     assert m["per_class"]["c"]["f1"] == 0.0
     assert m["macro_f1"] == pytest.approx((0.5 + 0.8 + 0.0) / 3)
+
+
+def test_bf16_validation_agrees_with_fp32(tiny_fer_dir, tmp_path):
+    # per-epoch validation runs under bf16 autocast; it must pick the same classes as fp32
+    run = train.fit(_cfg(tiny_fer_dir, tmp_path, epochs=2), log=lambda m: None)
+    loaded = checkpoint.load(run)
+    val = load_dataset(tiny_fer_dir, "val")
+    fp32 = evaluate.predict_logits(loaded.model, val.images, loaded.preprocess, "flip")
+    bf16 = evaluate.predict_logits(loaded.model, val.images, loaded.preprocess, "flip", bf16=True)
+    assert bf16.dtype == torch.float32 and bf16.shape == fp32.shape
+    assert (bf16.argmax(1) == fp32.argmax(1)).float().mean() >= 0.95
+    assert (bf16 - fp32).abs().max() < 0.1 * fp32.abs().max()
