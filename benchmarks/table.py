@@ -2,6 +2,7 @@
 
     python benchmarks/table.py benchmarks/results/train_*.json      # training table
     python benchmarks/table.py --use benchmarks/results             # inference, photo and video tables
+    python benchmarks/table.py --levers benchmarks/results/levers_tiny.json   # one lever at a time
 """
 from __future__ import annotations
 
@@ -73,8 +74,24 @@ def use_table(results: Path) -> str:
     return "\n".join(lines)
 
 
+def levers_table(path: Path) -> str:
+    """One row per lever, with its difference from the baseline row of the same file."""
+    r = json.loads(path.read_text())
+    base = next(x for x in r["levers"] if x["lever"] == "baseline")
+    lines = [f"| lever ({r['recipe']} recipe, {r['epochs']} epochs) | best val acc | val acc TTA | change (TTA) | "
+             "val macro-F1 TTA | minutes | load avg |", "|---|---|---|---|---|---|---|"]
+    for x in r["levers"]:
+        delta = 100 * (x["val_acc_tta"] - base["val_acc_tta"])
+        lines.append(f"| {x['lever']} | {100 * x['best_val_acc']:.1f} % | {100 * x['val_acc_tta']:.1f} % "
+                     f"({x['tta']}) | {'-' if x is base else f'{delta:+.1f}'} | {x['val_macro_f1_tta']:.3f} | "
+                     f"{x['minutes']:.1f} | {x['loadavg_before']:.1f} |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--use"]:
+    if sys.argv[1:2] == ["--levers"]:
+        print(levers_table(Path(sys.argv[2])))
+    elif sys.argv[1:2] == ["--use"]:
         root = Path(sys.argv[2])
         print(infer_table(root) + "\n\n" + use_table(root))
     else:
