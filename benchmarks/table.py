@@ -18,6 +18,8 @@ def train_table(paths: list[Path]) -> str:
     fmt = lambda v: "-" if v is None else f"{100 * v:.1f} %"
     for p in paths:
         r = json.loads(p.read_text())
+        if "val_acc_at_minutes" not in r:  # e.g. train_step*.json: a step benchmark, not a run
+            continue
         at = r["val_acc_at_minutes"]
         lines.append(
             f"| {r['recipe']} | {r['model']} | {r['params']:,} | {r['mflops_per_image']:.0f} | "

@@ -55,6 +55,20 @@ def bench_train(recipe: str, data: str, out: str | Path, budget_minutes: float =
     return result
 
 
+#: config fields that say where and how long a run went, not what it trained
+_NOT_RECIPE = {"data", "out", "name", "max_minutes", "threads"}
+
+
+def recipe_label(cfg: config_mod.TrainConfig, recipe: str) -> str:
+    """`recipe`, plus the flags by which `cfg` departs from it (e.g. "fast (--model fernet2_s)")."""
+    if recipe not in config_mod.RECIPES:
+        return recipe
+    base = config_mod.build(recipe, data=cfg.data).to_dict()
+    diff = [f"--{k.replace('_', '-')} {v}" for k, v in cfg.to_dict().items()
+            if k not in _NOT_RECIPE and v != base.get(k)]
+    return f"{recipe} ({', '.join(diff)})" if diff else recipe
+
+
 def summarize_run(run_dir: str | Path, recipe: str, peaks: tuple[float, float] | None = None,
                   load_before: tuple[float, ...] | None = None, wall_minutes: float | None = None) -> dict:
     """The benchmark figures of a finished run directory (metrics.csv, eval_val.json, best.pt).
@@ -75,12 +89,15 @@ def summarize_run(run_dir: str | Path, recipe: str, peaks: tuple[float, float] |
         raise ValueError(f"{run_dir}/metrics.csv has no epochs")
     ips = sorted(float(r["images_per_s"]) for r in rows)
     median_ips = ips[len(ips) // 2]
-    train_gflops = median_ips * 3 * 2 * macs / 1e9  # forward + backward ~ 3x forward
+    size = cfg.image_size or spec.input_size
+    # a conv net's cost scales with pixels: --train-crop trains on (crop/size)^2 of the full-face FLOPs
+    train_macs = macs * (cfg.train_crop / size) ** 2 if 0 < cfg.train_crop < size else macs
+    train_gflops = median_ips * 3 * 2 * train_macs / 1e9  # forward + backward ~ 3x forward
     peak = peak16 if cfg.bf16 else peak32
     final = json.loads((run_dir / "eval_val.json").read_text())
     best = torch.load(run_dir / "best.pt", weights_only=True)["metrics"]
     return {
-        "recipe": recipe, "config": cfg.to_dict(), "run_dir": str(run_dir), "model": cfg.model,
+        "recipe": recipe_label(cfg, recipe), "config": cfg.to_dict(), "run_dir": str(run_dir), "model": cfg.model,
         "params": best.get("params"), "mflops_per_image": 2 * macs / 1e6,
         "epochs_run": len(rows), "train_minutes": float(rows[-1]["elapsed"]) / 60, "wall_minutes": wall_minutes,
         "images_per_s_median": median_ips, "train_gflops": train_gflops,

@@ -21,3 +21,10 @@ def test_summarize_run_reports_throughput_and_accuracy(tiny_fer_dir, tmp_path):
     assert abs(r["mflops_per_image"] - 9.5) < 0.1
     assert 0 <= r["val_acc_tta"] <= 1 and r["best_val_acc"] is not None
     assert r["val_acc_at_minutes"]["90"] is None
+
+
+def test_recipe_label_names_the_flags_that_differ():
+    cfg = config.build("fast", data="d", model="fernet2_s", train_crop=40, name="x", max_minutes=10)
+    assert bench.recipe_label(cfg, "fast") == "fast (--model fernet2_s, --train-crop 40)"
+    assert bench.recipe_label(config.build("fast", data="d", out="elsewhere"), "fast") == "fast"
+    assert bench.recipe_label(cfg, "my own") == "my own"
