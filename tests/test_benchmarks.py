@@ -40,3 +40,17 @@ def test_levers_table_reports_difference_from_baseline(tmp_path):
     assert lines[0].startswith("| lever (tiny recipe, 20 epochs)")
     assert "| baseline | 59.0 % | 60.0 % (flip) | - |" in lines[2]
     assert "| mixup 0.2 | 60.5 % | 61.5 % (flip) | +1.5 |" in lines[3]
+
+
+def test_onnx_accuracy_matches_pytorch_for_an_fp32_export(tiny_fer_dir, tmp_path, monkeypatch):
+    from ferlab.export import export_onnx
+
+    ckpt = save_checkpoint(tmp_path / "m.pt", seed=3)
+    onnx_path = export_onnx(ckpt, tmp_path / "m.onnx")
+    out = tmp_path / "acc.json"
+    monkeypatch.setattr(sys, "argv", ["onnx_accuracy.py", str(ckpt), str(onnx_path), "--data", str(tiny_fer_dir),
+                                      "--out", str(out)])
+    _script("onnx_accuracy").main()
+    r = json.loads(out.read_text())
+    assert r["faces"] == 56
+    assert r[str(onnx_path)] == r["torch_fp32"]  # same weights, same faces: same predictions
