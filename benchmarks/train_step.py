@@ -8,12 +8,12 @@ effect of the memory format and precision switches is isolated from data and aug
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 
 import torch
 
+from ferlab.benchkit import write_json
 from ferlab.models import create_model, get_spec
 
 
@@ -54,8 +54,7 @@ def main() -> None:
                                for b in (False, True) for c in (False, True)}
         print(name, {k: round(v) for k, v in res["models"][name].items()}, flush=True)
     res["loadavg_after"] = os.getloadavg()
-    with open(args.out, "w") as f:
-        json.dump(res, f, indent=2)
+    write_json(res, args.out)
 
 
 if __name__ == "__main__":

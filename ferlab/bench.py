@@ -79,8 +79,8 @@ def summarize_run(run_dir: str | Path, recipe: str, peaks: tuple[float, float] |
     run_dir = Path(run_dir)
     cfg = config_mod.build(file=run_dir / "config.yaml")
     spec = get_spec(cfg.model)
-    model = create_model(cfg.model, in_chans=cfg.channels or spec.in_chans, input_size=cfg.image_size or spec.input_size)
-    macs = summarize(model)["macs"]
+    size = cfg.image_size or spec.input_size
+    macs = summarize(create_model(cfg.model, in_chans=cfg.channels or spec.in_chans, input_size=size))["macs"]
     if load_before is None:
         load_before = os.getloadavg()
     peak32, peak16 = peaks or (matmul_peak(torch.float32), matmul_peak(torch.bfloat16))
@@ -89,7 +89,6 @@ def summarize_run(run_dir: str | Path, recipe: str, peaks: tuple[float, float] |
         raise ValueError(f"{run_dir}/metrics.csv has no epochs")
     ips = sorted(float(r["images_per_s"]) for r in rows)
     median_ips = ips[len(ips) // 2]
-    size = cfg.image_size or spec.input_size
     # a conv net's cost scales with pixels: --train-crop trains on (crop/size)^2 of the full-face FLOPs
     train_macs = macs * (cfg.train_crop / size) ** 2 if 0 < cfg.train_crop < size else macs
     train_gflops = median_ips * 3 * 2 * train_macs / 1e9  # forward + backward ~ 3x forward
