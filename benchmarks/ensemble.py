@@ -13,7 +13,7 @@ import os
 import torch
 
 from ferlab import checkpoint, data
-from ferlab.benchkit import write_json
+from ferlab.fileio import write_json
 from ferlab.evaluate import predict_logits
 
 
@@ -46,8 +46,8 @@ def main() -> None:
             combos.append({"members": list(members), "accuracy": acc,
                            "gain_over_best_member": acc - max(singles[m] for m in members)})
             print(f"{' + '.join(members)}: {acc:.4f}", flush=True)
-    write_json({"split": args.split, "tta": args.tta, "loadavg": os.getloadavg(), "singles": singles,
-                "ensembles": combos}, args.out)
+    write_json(args.out, {"split": args.split, "tta": args.tta, "loadavg": os.getloadavg(), "singles": singles,
+                "ensembles": combos})
 
 
 if __name__ == "__main__":

@@ -11,14 +11,13 @@ Render with `python benchmarks/table.py --levers benchmarks/results/levers_tiny.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import time
 from pathlib import Path
 
-from ferlab import config
-from ferlab.benchkit import write_json
+from ferlab.train import config, history
+from ferlab.fileio import write_json
 from ferlab.train import fit
 
 #: lever -> overrides of the baseline recipe
@@ -48,8 +47,8 @@ def run(data: str, recipe: str, epochs: int, runs_dir: str, only: list[str] | No
         run_dir = fit(cfg, log=lambda m: None)
         minutes = (time.perf_counter() - t0) / 60
         ev = json.loads((Path(run_dir) / "eval_val.json").read_text())
-        hist = list(csv.DictReader(open(Path(run_dir) / "metrics.csv")))
-        row = {"lever": lever, "overrides": overrides, "best_val_acc": max(float(r["val_acc"]) for r in hist),
+        hist = history.read(Path(run_dir) / "metrics.csv")
+        row = {"lever": lever, "overrides": overrides, "best_val_acc": max(r["val_acc"] for r in hist),
                "val_acc_tta": ev["accuracy"], "val_macro_f1_tta": ev["macro_f1"], "tta": ev["tta"],
                "minutes": minutes, "loadavg_before": load, "run_dir": str(run_dir)}
         rows.append(row)
@@ -68,8 +67,8 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/levers_tiny.json")
     args = ap.parse_args()
     rows = run(args.data, args.recipe, args.epochs, args.runs, args.only)
-    write_json({"recipe": args.recipe, "epochs": args.epochs, "base_config": config.recipe(args.recipe),
-                "levers": rows}, args.out)
+    write_json(args.out, {"recipe": args.recipe, "epochs": args.epochs, "base_config": config.recipe(args.recipe),
+                "levers": rows})
 
 
 if __name__ == "__main__":

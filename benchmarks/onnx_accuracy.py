@@ -12,7 +12,7 @@ import argparse
 import numpy as np
 
 from ferlab import checkpoint, data
-from ferlab.benchkit import write_json
+from ferlab.fileio import write_json
 from ferlab.evaluate import predict_logits
 from ferlab.export import OnnxClassifier
 
@@ -40,7 +40,7 @@ def main() -> None:
         res[path] = float((np.concatenate(preds) == y).mean())
     for k, v in res.items():
         print(k, v)
-    write_json(res, args.out)
+    write_json(args.out, res)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from ferlab.benchkit import write_json
+from ferlab.fileio import write_json
 from ferlab.models import create_model, get_spec
 
 
@@ -54,7 +54,7 @@ def main() -> None:
                                for b in (False, True) for c in (False, True)}
         print(name, {k: round(v) for k, v in res["models"][name].items()}, flush=True)
     res["loadavg_after"] = os.getloadavg()
-    write_json(res, args.out)
+    write_json(args.out, res)
 
 
 if __name__ == "__main__":

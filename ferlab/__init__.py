@@ -12,7 +12,7 @@ def load_default():
 def __getattr__(name):
     # Lazy so `import ferlab` stays fast and free of OpenCV unless prediction is used.
     if name == "Recognizer":
-        from .predict import Recognizer
+        from .predict.recognizer import Recognizer
 
         return Recognizer
     raise AttributeError(f"module 'ferlab' has no attribute {name!r}")

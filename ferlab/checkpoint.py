@@ -2,25 +2,39 @@
 
 A checkpoint holds the weights, the model name and constructor arguments, the class names in
 order, the exact preprocessing, the training config, metrics and the versions that wrote it.
-Saves are atomic (temp file + fsync + os.replace) so a crash or a full disk never leaves a
-truncated checkpoint where a good one was.
+
+Safety: every load uses `torch.load(weights_only=True)` (a crafted file cannot run code), and the
+metadata is validated before a model is built (missing keys, unknown model, class count vs head
+width, non-finite weights), each error naming the file. Saves are atomic (`fileio.atomic_write`)
+and refuse non-finite weights, so a diverged run can never leave a broken model behind.
 """
 from __future__ import annotations
 
-import os
 import platform
-import tempfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 import torch
 
-from .models import FERModel, create_model
+from .fileio import atomic_write
+from .models import FERModel, create_model, list_models
 from .preprocess import Preprocess
 
 FORMAT = "ferlab-checkpoint/1"
 DEFAULT_NAME = "default"
+#: Models shipped inside the package, by the name accepted wherever a checkpoint is.
+BUNDLED = {"default": "the accurate default (fernet_s)", "tiny": "the fast model (fernet_tiny)"}
+#: Keys of a training checkpoint (last.pt) that a shipped copy leaves out.
+TRAINING_KEYS = ("optimizer", "ema", "train_state")
+
+
+class CheckpointError(ValueError):
+    """A file that is not a usable ferlab checkpoint; the message names the file and why."""
+
+
+class NonFiniteWeightsError(ValueError):
+    """Weights or buffers hold NaN or inf: such a model predicts garbage, so it is never saved or loaded."""
 
 
 @dataclass
@@ -48,6 +62,12 @@ def versions() -> dict:
             "python": platform.python_version()}
 
 
+def non_finite(state: dict[str, torch.Tensor]) -> list[str]:
+    """Names of floating-point tensors in a state dict that hold NaN or inf."""
+    return [k for k, v in state.items()
+            if isinstance(v, torch.Tensor) and v.is_floating_point() and not torch.isfinite(v).all()]
+
+
 def make_payload(model: FERModel, model_name: str, classes: list[str], preprocess: Preprocess, *,
                  config: dict | None = None, metrics: dict | None = None, epoch: int | None = None,
                  extra: dict | None = None, half: bool = False) -> dict:
@@ -72,30 +92,16 @@ def make_payload(model: FERModel, model_name: str, classes: list[str], preproces
 
 
 def save(payload: dict, path: str | Path) -> Path:
-    """Atomically write `payload` to `path`; the previous file survives any failure."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint is an ordinary file
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise OSError(e.errno, f"could not save checkpoint {path} ({e.strerror}); the previous file, "
-                          "if any, is unchanged. Free disk space or choose another --out") from e
-        raise
-    return path
-
-
-#: Models shipped inside the package, by the name accepted wherever a checkpoint is.
-BUNDLED = {"default": "the accurate default (fernet_s)", "tiny": "the fast model (fernet_tiny)"}
+    """Atomically write `payload` to `path`; the previous file survives any failure, and a payload
+    whose weights (or EMA weights) are not finite is refused before anything is written."""
+    for key in ("state_dict", "ema"):
+        bad = non_finite(payload.get(key) or {})
+        if bad:
+            raise NonFiniteWeightsError(
+                f"refusing to save {path}: {len(bad)} tensor(s) of {key} hold NaN/inf ({', '.join(bad[:4])}"
+                f"{', ...' if len(bad) > 4 else ''}); the model has diverged and would predict garbage. "
+                "Lower the learning rate or turn off bf16 and train again")
+    return atomic_write(path, lambda f: torch.save(payload, f), "checkpoint")
 
 
 def bundled_path(name: str = DEFAULT_NAME) -> Path:
@@ -122,35 +128,81 @@ def resolve(ref: str | Path) -> Path:
                 return p / name
         raise FileNotFoundError(f"run directory {p} holds no best.pt or last.pt; was training started there?")
     if not p.exists():
-        raise FileNotFoundError(f"checkpoint {p} does not exist; pass a .pt file, a run directory or 'default'")
+        raise FileNotFoundError(f"checkpoint {p} does not exist; pass a .pt file, a run directory, "
+                                f"or one of: {', '.join(BUNDLED)}")
     return p
 
 
 def read(ref: str | Path) -> dict:
-    """Load the raw payload, checking it is a ferlab checkpoint."""
+    """Load and validate the raw payload of a checkpoint (weights_only: no code can run)."""
     p = resolve(ref)
+    if not p.is_file():
+        raise CheckpointError(f"{p} is not a regular file")
     try:
         payload = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt/truncated/not a torch file: say which file and why
-        raise ValueError(f"{p} is not a readable ferlab checkpoint: {e}") from e
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"{p} is not a ferlab checkpoint (expected format {FORMAT!r})")
+    except Exception as e:  # corrupt, truncated, not a torch file, or a pickle that wants code
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{p} is not a readable ferlab checkpoint ({first}); it may be truncated by a "
+                              "crash or not a checkpoint at all. Use another file, or the run's best.pt") from e
+    validate(payload, p)
     return payload
 
 
+def validate(payload, path: str | Path = "checkpoint") -> None:
+    """Raise `CheckpointError` naming `path` unless `payload` is a complete, consistent ferlab checkpoint."""
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a ferlab checkpoint (expected format {FORMAT!r})")
+    missing = [k for k in ("model", "classes", "preprocess", "state_dict") if k not in payload]
+    m = payload.get("model")
+    if isinstance(m, dict):
+        missing += [f"model.{k}" for k in ("name", "num_classes", "in_chans", "input_size") if k not in m]
+    elif "model" not in missing:
+        missing.append("model (a mapping)")
+    if missing:
+        raise CheckpointError(f"{path} is incomplete: missing {', '.join(missing)}")
+    if m["name"] not in list_models():
+        raise CheckpointError(f"{path} was written for model {m['name']!r}, which this ferlab does not know; "
+                              f"known models: {', '.join(list_models())}")
+    classes = payload["classes"]
+    if not isinstance(classes, (list, tuple)) or not all(isinstance(c, str) for c in classes) \
+            or len(set(classes)) != len(classes):
+        raise CheckpointError(f"{path}: 'classes' must be a list of distinct class names")
+    if len(classes) != m["num_classes"]:
+        raise CheckpointError(f"{path} names {len(classes)} classes but its model has {m['num_classes']} outputs")
+    if not isinstance(payload["state_dict"], dict):
+        raise CheckpointError(f"{path}: 'state_dict' is not a mapping of tensors")
+    bad = non_finite(payload["state_dict"])
+    if bad:
+        raise CheckpointError(f"{path} holds NaN/inf weights ({', '.join(bad[:4])}): it comes from a diverged "
+                              "run and would predict garbage; use an earlier checkpoint or train again")
+    try:
+        Preprocess.from_dict(payload["preprocess"])
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: invalid preprocessing ({e})") from None
+
+
 def build(payload: dict, path: str = "") -> Loaded:
+    """A ready (eval-mode) model from a validated payload; weights that do not fit the declared
+    model (another head width, missing layers) are an error naming the file."""
     m = payload["model"]
     model = create_model(m["name"], num_classes=m["num_classes"], in_chans=m["in_chans"], input_size=m["input_size"])
     state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        detail = " ".join(str(e).split())[:400]
+        raise CheckpointError(f"{path or 'checkpoint'}: its weights do not fit model {m['name']!r} with "
+                              f"{m['num_classes']} classes, {m['in_chans']} channels, {m['input_size']} px "
+                              f"({detail})") from None
     model.eval()
-    meta = {k: v for k, v in payload.items() if k not in ("state_dict", "optimizer")}
+    meta = {k: v for k, v in payload.items() if k not in ("state_dict", *TRAINING_KEYS)}
     return Loaded(model, list(payload["classes"]), Preprocess.from_dict(payload["preprocess"]), meta, str(path))
 
 
 def load(ref: str | Path = DEFAULT_NAME) -> Loaded:
     """Rebuild a ready (eval-mode) model from 'default', a checkpoint file or a run directory."""
-    return build(read(ref), str(resolve(ref)))
+    path = resolve(ref)
+    return build(read(path), str(path))
 
 
 def load_default() -> Loaded:
@@ -166,7 +218,7 @@ def bundle(ref: str | Path, out: str | Path | None = None) -> Path:
     than fp16 rounding of the weights.
     """
     payload = read(ref)
-    payload = {k: v for k, v in payload.items() if k not in ("optimizer", "ema", "train_state", "rng")}
+    payload = {k: v for k, v in payload.items() if k not in (*TRAINING_KEYS, "rng")}
     payload["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
     payload["bundled_from"] = str(resolve(ref))
     return save(payload, out or default_path())

@@ -56,6 +56,20 @@ class Preprocess:
         std = torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1)
         return (x.float() / 255.0 - mean) / std
 
+    def denormalize(self, x: torch.Tensor) -> np.ndarray:
+        """Normalised (N, C, S, S) -> what the model saw as uint8: (N, S, S) gray or (N, S, S, 3) RGB."""
+        mean = torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1)
+        img = ((x.detach().float().cpu() * std + mean) * 255).round().clamp(0, 255).to(torch.uint8)
+        return img[:, 0].numpy() if img.shape[1] == 1 else img.permute(0, 2, 3, 1).numpy()
+
+    def model_input(self, crops) -> torch.Tensor:
+        """uint8 face crops (a list of HxW or HxWx3 arrays of any size) -> normalised float32 (N, C, S, S)."""
+        arrays = [self.image_to_array(np.asarray(c)) for c in crops]
+        if not arrays:
+            return torch.zeros((0, self.channels, self.size, self.size))
+        return self.normalize(torch.from_numpy(np.stack(arrays)))
+
     def image_to_array(self, img: np.ndarray) -> np.ndarray:
         """An HxW or HxWxC uint8 face crop (RGB order) -> (C, size, size) uint8 in this colour mode."""
         from PIL import Image  # local: keeps import of this module light for the models

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from ferlab.augment import PRESETS, augment, mix, preset
+from ferlab.data.augment import augment, mix
+from ferlab.data.augment_config import PRESETS, preset
 
 
 def test_none_preset_is_identity_and_others_change_the_batch():

@@ -1,8 +1,10 @@
-from ferlab import bench, config, train
+from ferlab.bench import train as bench
+from ferlab import train
+from ferlab.train import config
 
 
 def test_accuracy_at_time_points():
-    rows = [{"val_acc": "0.4", "elapsed": "50"}, {"val_acc": "0.6", "elapsed": "110"}, {"val_acc": "0.55", "elapsed": "170"}]
+    rows = [{"val_acc": 0.4, "elapsed": 50.0}, {"val_acc": 0.6, "elapsed": 110.0}, {"val_acc": 0.55, "elapsed": 170.0}]
     assert bench.accuracy_at(rows, 1) == 0.4          # epochs done within 60 s
     assert bench.accuracy_at(rows, 2) == 0.6          # the best so far, not the last
     assert bench.accuracy_at(rows, 5) is None         # the run ended before 5 minutes: no claim
@@ -10,7 +12,7 @@ def test_accuracy_at_time_points():
 
 
 def test_summarize_run_reports_throughput_and_accuracy(tiny_fer_dir, tmp_path):
-    cfg = config.build(data=str(tiny_fer_dir), model="fernet_tiny", epochs=2, batch_size=32, out=str(tmp_path),
+    cfg = config.build(data=str(tiny_fer_dir), arch="fernet_tiny", epochs=2, batch_size=32, out=str(tmp_path),
                        name="b", threads=1, bf16=False, augment="light", tta="none", chance_epochs=99)
     run = train.fit(cfg, log=lambda m: None)
     r = bench.summarize_run(run, "custom", peaks=(100.0, 400.0), load_before=(0.5, 0.5, 0.5))
@@ -24,7 +26,7 @@ def test_summarize_run_reports_throughput_and_accuracy(tiny_fer_dir, tmp_path):
 
 
 def test_recipe_label_names_the_flags_that_differ():
-    cfg = config.build("fast", data="d", model="fernet2_s", train_crop=40, name="x", max_minutes=10)
-    assert bench.recipe_label(cfg, "fast") == "fast (--model fernet2_s, --train-crop 40)"
+    cfg = config.build("fast", data="d", arch="fernet2_s", train_crop=40, name="x", max_minutes=10)
+    assert bench.recipe_label(cfg, "fast") == "fast (--arch fernet2_s, --train-crop 40)"
     assert bench.recipe_label(config.build("fast", data="d", out="elsewhere"), "fast") == "fast"
     assert bench.recipe_label(cfg, "my own") == "my own"

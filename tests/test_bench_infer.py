@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import save_checkpoint
-from ferlab.bench_infer import BACKENDS, TORCH_VARIANTS, bench_infer
+from ferlab.bench.infer import BACKENDS, TORCH_VARIANTS, bench_infer
 from ferlab.export import export_onnx
 
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from conftest import save_checkpoint
-from ferlab.bench_use import EXPECTED_FACES, bench_photo, bench_video, make_test_video, sample_photos
+from ferlab.bench.use import EXPECTED_FACES, bench_photo, bench_video, make_test_video, sample_photos
 from ferlab.cli import main
-from ferlab.detect import make_detector
+from ferlab.predict.detect import make_detector
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,9 @@ import cv2
 import numpy as np
 import pytest
 
-from ferlab import detect
-from ferlab.detect import Face, align_crop, crop_transform, eye_angle, make_detector
+from ferlab.predict import detect
+from ferlab.predict.config import DetectorConfig
+from ferlab.predict.detect import Face, align_crop, crop_transform, eye_angle, make_detector
 
 skdata = pytest.importorskip("skimage.data")
 
@@ -90,7 +91,7 @@ def test_largest_and_min_face(astronaut):
     canvas[200:456, 600:856] = cv2.resize(astronaut, (256, 256), interpolation=cv2.INTER_AREA)
     assert len(make_detector("yunet").detect(canvas)) == 2
     for kw in ({"largest": True}, {"min_face": 70}):
-        faces = make_detector("yunet", **kw).detect(canvas)
+        faces = make_detector(DetectorConfig("yunet", **kw)).detect(canvas)
         assert len(faces) == 1 and faces[0].box[0] < 500, kw  # the big face on the left
 
 

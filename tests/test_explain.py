@@ -10,7 +10,7 @@ from PIL import Image
 from torch import nn
 
 from conftest import save_checkpoint
-from ferlab import checkpoint, explain, report
+from ferlab import checkpoint, explain, figures
 from ferlab.checkpoint import Loaded
 from ferlab.cli import main
 from ferlab.labels import FER2013_CLASSES
@@ -216,10 +216,10 @@ def test_figures_are_pngs(loaded, crops, tmp_path):
     x = explain.model_input(loaded, crops[:1])
     img = explain.to_images(loaded, x)[0]
     a = explain.gradcam(loaded, x)
-    p = report.attribution_figure(img, [("happy", a.maps[0])], tmp_path / "a.png",
+    p = figures.attribution_figure(img, [("happy", a.maps[0])], tmp_path / "a.png",
                                   dict(zip(loaded.classes, a.probs[0].tolist())))
     acts = explain.activations(loaded, x, "stem.0")["stem.0"][0]
-    q = report.activation_figure("stem.0", acts, tmp_path / "b.png")
+    q = figures.activation_figure("stem.0", acts, tmp_path / "b.png")
     for path in (p, q):
         with Image.open(path) as im:
             assert im.format == "PNG" and im.size[0] > 100

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from conftest import save_checkpoint
-from ferlab import checkpoint, export
+from ferlab import checkpoint
+from ferlab.export import onnx as export
 from ferlab.cli import main
 from ferlab.export import OnnxClassifier, export_onnx
 from ferlab.labels import FER2013_CLASSES

@@ -17,7 +17,7 @@ from ferlab.cli import main
 from ferlab.labels import FER2013_CLASSES
 from ferlab.predict import PredictConfig, Recognizer, read_image, run
 from ferlab.preprocess import Preprocess
-from ferlab.video import IoUTracker, open_capture, process_video
+from ferlab.predict.video import IoUTracker, open_capture, process_video
 
 skdata = pytest.importorskip("skimage.data")
 FACE_X, FACE_Y = (178, 268), (63, 176)  # the astronaut's face in the 512x512 image
@@ -63,7 +63,7 @@ def test_no_face_is_an_empty_list_not_an_error(rec):
 def test_model_input_is_the_checkpoints_preprocessing(rec, astronaut):
     crop = astronaut[60:180, 170:290]
     expected = rec.preprocess.normalize(torch.from_numpy(np.stack([rec.preprocess.image_to_array(crop)]))).numpy()
-    assert np.array_equal(rec.model_input([crop]), expected)
+    assert np.array_equal(rec.preprocess.model_input([crop]).numpy(), expected)
     assert expected.shape == (1, 1, 48, 48)
 
 

@@ -2,7 +2,8 @@
 import pytest
 
 from conftest import SHARED_FER
-from ferlab import checkpoint, config, data, evaluate, train
+from ferlab import checkpoint, data, evaluate, train
+from ferlab.train import config
 
 pytestmark = pytest.mark.skipif(not (SHARED_FER / "train").is_dir(),
                                 reason=f"FER2013 not found at {SHARED_FER} (bring your own copy to run these)")

@@ -7,13 +7,16 @@ import torch
 import yaml
 
 from conftest import save_checkpoint
-from ferlab import checkpoint, config, evaluate, train
+from ferlab import checkpoint, evaluate, train
+from ferlab.evaluate.metrics import metrics
+from ferlab.train import config, guards, history
+from ferlab.train.state import TrainState
 from ferlab.data import load as load_dataset
 from ferlab.labels import FER2013_CLASSES
 
 
 def _cfg(data, tmp_path, **kw):
-    base = dict(data=str(data), model="fernet_tiny", epochs=4, batch_size=32, lr=0.05, augment="light",
+    base = dict(data=str(data), arch="fernet_tiny", epochs=4, batch_size=32, lr=0.05, augment="light",
                 out=str(tmp_path / "runs"), name="t", threads=1, tta="flip", chance_epochs=99, bf16=False)
     base.update(kw)
     return config.build(**base)
@@ -26,8 +29,8 @@ def test_end_to_end_train_checkpoint_reload_evaluate(tiny_fer_dir, tmp_path):
         assert (run / f).exists(), f
     rows = list(csv.DictReader(open(run / "metrics.csv")))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
-    assert set(train.METRIC_FIELDS) <= set(rows[0])
-    assert yaml.safe_load(open(run / "config.yaml"))["model"] == "fernet_tiny"
+    assert set(history.FIELDS) <= set(rows[0])
+    assert yaml.safe_load(open(run / "config.yaml"))["arch"] == "fernet_tiny"
 
     loaded = checkpoint.load(run)
     assert loaded.classes == list(FER2013_CLASSES)
@@ -48,7 +51,7 @@ def test_end_to_end_train_checkpoint_reload_evaluate(tiny_fer_dir, tmp_path):
 
 def test_train_crop_trains_on_windows_and_evaluates_full_faces(tiny_fer_dir, tmp_path):
     # fernet2_s (space-to-depth stem) on 40x40 random crops, validated on whole 48x48 faces in bf16
-    run = train.fit(_cfg(tiny_fer_dir, tmp_path, model="fernet2_s", train_crop=40, augment="flip", epochs=3,
+    run = train.fit(_cfg(tiny_fer_dir, tmp_path, arch="fernet2_s", train_crop=40, augment="flip", epochs=3,
                          bf16=True), log=lambda m: None)
     loaded = checkpoint.load(run)
     assert loaded.preprocess.size == 48 and loaded.meta["config"]["train_crop"] == 40
@@ -61,15 +64,6 @@ def test_train_crop_larger_than_the_image_is_refused(tiny_fer_dir, tmp_path):
         _cfg(tiny_fer_dir, tmp_path, image_size=48, train_crop=64)
     with pytest.raises(ValueError, match="train_crop 64 exceeds the 48-pixel input of fernet_tiny"):
         train.fit(_cfg(tiny_fer_dir, tmp_path, train_crop=64), log=lambda m: None)
-
-
-def test_checkpoint_alone_reproduces_predictions(tiny_fer_dir, tmp_path):
-    run = train.fit(_cfg(tiny_fer_dir, tmp_path, epochs=1), log=lambda m: None)
-    a, b = checkpoint.load(run / "best.pt"), checkpoint.load(run / "best.pt")
-    x = torch.randint(0, 255, (5, 1, 48, 48), dtype=torch.uint8)
-    la = evaluate.predict_logits(a.model, x, a.preprocess)
-    lb = evaluate.predict_logits(b.model, x, b.preprocess)
-    assert torch.equal(la, lb)
 
 
 def test_resume_continues_where_it_stopped(tiny_fer_dir, tmp_path):
@@ -93,29 +87,29 @@ def test_val_fraction_own_classes(tmp_path):
 
 def test_known_bad_relu_head_is_refused(tiny_fer_dir, tmp_path):
     with pytest.raises(train.BadHeadError, match="ReLU|relu"):
-        train.fit(_cfg(tiny_fer_dir, tmp_path, model="known_bad_relu_head", image_size=48, channels=1),
+        train.fit(_cfg(tiny_fer_dir, tmp_path, arch="known_bad_relu_head", image_size=48, channels=1),
                   log=lambda m: None)
 
 
 def test_softmax_head_detected():
     probs = torch.softmax(torch.randn(8, 7), 1)
     with pytest.raises(train.BadHeadError, match="softmax"):
-        train.check_logits(probs, 7)
+        guards.check_logits(probs, 7)
     with pytest.raises(train.BadHeadError, match="expected"):
-        train.check_logits(torch.randn(8, 5), 7)
-    train.check_logits(torch.randn(8, 7), 7)
+        guards.check_logits(torch.randn(8, 5), 7)
+    guards.check_logits(torch.randn(8, 7), 7)
 
 
 def test_nan_loss_stops_with_diagnosis(tiny_fer_dir, tmp_path):
-    cfg = _cfg(tiny_fer_dir, tmp_path, model="seed_cnn_c", lr=1e12, optimizer="sgd", schedule="constant",
+    cfg = _cfg(tiny_fer_dir, tmp_path, arch="seed_cnn_c", lr=1e12, optimizer="sgd", schedule="constant",
                epochs=3, augment="none")
     with pytest.raises(train.TrainingDiverged, match="NaN/inf.*learning rate too high"):
         train.fit(cfg, log=lambda m: None)
 
 
 def test_chance_level_warning(tiny_fer_dir, tmp_path):
-    assert "chance level" in train.chance_warning(0.143, torch.arange(7).repeat(10), 7, 3)
-    assert train.chance_warning(0.6, torch.arange(7).repeat(10), 7, 3) is None
+    assert "chance level" in guards.chance_warning(0.143, torch.arange(7).repeat(10), 7, 3)
+    assert guards.chance_warning(0.6, torch.arange(7).repeat(10), 7, 3) is None
     # lr ~0: the model cannot learn, so the run must warn
     cfg = _cfg(tiny_fer_dir, tmp_path, lr=1e-9, epochs=2, chance_epochs=2, schedule="constant")
     with warnings.catch_warnings(record=True) as w:
@@ -125,10 +119,21 @@ def test_chance_level_warning(tiny_fer_dir, tmp_path):
 
 
 def test_lr_schedule_shape():
-    cfg = config.build(lr=0.1, schedule="onecycle")
-    lrs = [train.lr_at(s, 100, 10, cfg) for s in range(100)]
-    assert lrs[0] < lrs[9] <= 0.1 + 1e-9 and abs(max(lrs) - 0.1) < 1e-3 and lrs[-1] < 0.01
-    assert train.lr_at(50, 100, 10, config.build(lr=0.1, schedule="constant")) == 0.1
+    cfg = config.build(lr=0.1, schedule="cosine", lr_floor=1e-3)
+    lrs = [train.lr_at(TrainState(step=s, total_steps=100, warmup_steps=10), cfg) for s in range(101)]
+    assert lrs[0] == pytest.approx(0.01) and lrs[0] < lrs[9] <= 0.1 + 1e-9 and abs(max(lrs) - 0.1) < 1e-3
+    assert lrs[100] == pytest.approx(1e-4)  # the floor: lr x lr_floor
+    assert train.lr_at(TrainState(step=50, total_steps=100), config.build(lr=0.1, schedule="constant")) == 0.1
+
+
+def test_old_schedule_and_model_names_still_load(tmp_path):
+    f = tmp_path / "old.yaml"
+    f.write_text("model: fernet_tiny\nschedule: onecycle\n")
+    with pytest.warns(DeprecationWarning, match="arch"):
+        cfg = config.build(file=f)
+    assert (cfg.arch, cfg.schedule, cfg.lr_floor) == ("fernet_tiny", "cosine", 1e-3)
+    f.write_text("schedule: cosine\n")  # the old cosine decayed to 1e-2
+    assert config.build(file=f).lr_floor == 1e-2
 
 
 def test_config_validation_reports_all_problems():
@@ -148,7 +153,7 @@ def test_config_file_then_overrides(tmp_path):
     f.write_text("epochs: 7\nlr: 0.01\nclasses: [happy, sad]\n")
     cfg = config.build("fast", f, lr=0.02)
     assert cfg.epochs == 7 and cfg.lr == 0.02 and cfg.classes == ("happy", "sad")
-    assert cfg.model == config.RECIPES["fast"]["model"]
+    assert cfg.arch == config.RECIPES["fast"]["arch"]
 
 
 def test_atomic_save_keeps_previous_file_on_failure(tmp_path, monkeypatch):
@@ -181,7 +186,7 @@ def test_missing_and_corrupt_checkpoints(tmp_path):
 
 
 def test_metrics_per_class():
-    m = evaluate.metrics([0, 0, 1, 1, 2], [0, 1, 1, 1, 0], ["a", "b", "c"])
+    m = metrics([0, 0, 1, 1, 2], [0, 1, 1, 1, 0], ["a", "b", "c"])
     assert m["accuracy"] == pytest.approx(0.6)
     assert m["confusion"] == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
     assert m["per_class"]["b"]["precision"] == pytest.approx(2 / 3)

@@ -1,5 +1,6 @@
-"""`ferlab` command line. Each verb lives in a small module of this package that only parses
-arguments, calls one library function and prints; this file just assembles them."""
+"""`ferlab` command line. Each verb lives in a small module of this package that derives its
+options from the verb's config dataclass (`options`), calls one library function and prints;
+this file assembles them. Building the parser imports neither torch nor OpenCV."""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +8,7 @@ import importlib
 import sys
 
 # Modules that each define `add_parsers(subparsers)`; every parser sets `func(args) -> int`.
-VERB_MODULES = ["models", "train", "evaluate", "predict", "export", "bench", "explain", "serve"]
+VERB_MODULES = ["models", "train", "evaluate", "predict", "explain", "export", "serve", "bench"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -15,13 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
     for name in VERB_MODULES:
-        try:
-            mod = importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"{__name__}.{name}":
-                continue  # verb module not written yet
-            raise
-        mod.add_parsers(sub)
+        importlib.import_module(f"{__name__}.{name}").add_parsers(sub)
     return parser
 
 
@@ -29,7 +24,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, NotADirectoryError, RuntimeError, OSError) as e:
+    except KeyboardInterrupt:
+        print(f"ferlab {args.verb}: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, RuntimeError, OSError) as e:
         # Library errors are written for users: print them plainly, no traceback.
         print(f"ferlab {args.verb}: error: {e}", file=sys.stderr)
         return 2

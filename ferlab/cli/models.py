@@ -3,16 +3,14 @@ from __future__ import annotations
 
 
 def add_parsers(sub) -> None:
-    p = sub.add_parser("models", help="list registered models with parameters and MFLOPs")
+    p = sub.add_parser("models", help="list registered architectures with parameters and MFLOPs")
     p.set_defaults(func=run_models)
-    from ..models import list_models
-
-    s = sub.add_parser("summary", help="Keras-style layer table of a model")
-    s.add_argument("model", choices=list_models(), metavar="MODEL", help="registered model name: "
-                   + ", ".join(list_models()))
-    s.add_argument("--num-classes", type=int, help="number of classes (default: the model's)")
-    s.add_argument("--in-chans", type=int, help="input channels (default: the model's)")
-    s.add_argument("--input-size", type=int, help="input side in pixels (default: the model's)")
+    s = sub.add_parser("summary", help="Keras-style layer table of an architecture or a checkpoint")
+    s.add_argument("model", metavar="MODEL", help="a registered architecture (see `ferlab models`), or a "
+                   "checkpoint: a run directory, a .pt file, or a bundled model ('default', 'tiny')")
+    s.add_argument("--num-classes", type=int, help="number of classes (architectures only; default: its own)")
+    s.add_argument("--in-chans", type=int, help="input channels (architectures only; default: its own)")
+    s.add_argument("--input-size", type=int, help="input side in pixels (architectures only; default: its own)")
     s.set_defaults(func=run_summary)
 
 
@@ -30,8 +28,18 @@ def run_models(args) -> int:
 
 
 def run_summary(args) -> int:
-    from ..models import create_model, format_summary, summarize
+    from .. import checkpoint
+    from ..models import create_model, format_summary, list_models, summarize
 
-    m = create_model(args.model, num_classes=args.num_classes, in_chans=args.in_chans, input_size=args.input_size)
-    print(format_summary(args.model, summarize(m), (m.input_size, m.input_size, m.in_chans)))
+    if args.model in list_models():
+        m = create_model(args.model, num_classes=args.num_classes, in_chans=args.in_chans, input_size=args.input_size)
+        name = args.model
+    else:
+        try:
+            loaded = checkpoint.load(args.model)
+        except FileNotFoundError:
+            raise ValueError(f"unknown model {args.model!r}: not a registered architecture ({', '.join(list_models())}) "
+                             "nor a checkpoint file, run directory or bundled model") from None
+        m, name = loaded.model, f"{loaded.model_name} ({loaded.path})"
+    print(format_summary(name, summarize(m), (m.input_size, m.input_size, m.in_chans)))
     return 0

@@ -1,8 +1,8 @@
 """`ferlab train`."""
 from __future__ import annotations
 
-from ..config import RECIPES
-from .options import add_config_options, config_overrides
+from ..train.config import RECIPES, TrainConfig
+from .options import add_options, given
 
 
 def add_parsers(sub) -> None:
@@ -12,20 +12,20 @@ def add_parsers(sub) -> None:
     p.add_argument("--config", metavar="FILE", help="YAML or JSON file of options")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last.pt (flags such as --epochs "
                                                        "override its saved config)")
-    add_config_options(p)
+    add_options(p, TrainConfig)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from .. import config, train
+    from ..train import config, loop
 
-    overrides = config_overrides(args)
+    overrides = given(args, TrainConfig)
     if args.resume:
-        run_dir = train.resume(args.resume, **overrides)
+        run_dir = loop.resume(args.resume, **overrides)
     else:
         cfg = config.build(args.recipe, args.config, **overrides)
         if not cfg.data:
             raise ValueError("no dataset: pass --data PATH (a FER2013 CSV or an image folder)")
-        run_dir = train.fit(cfg)
+        run_dir = loop.fit(cfg)
     print(f"run directory: {run_dir}")
     return 0

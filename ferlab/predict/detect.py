@@ -28,7 +28,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-DETECTORS = ("yunet", "yunet_tta", "haar", "none")
+from .config import DETECTORS, DetectorConfig
+
 YUNET_FILE = "face_detection_yunet_2023mar.onnx"
 
 
@@ -67,8 +68,18 @@ def iou(a: tuple[float, ...] | np.ndarray, b: tuple[float, ...] | np.ndarray) ->
     return float(inter / union) if union > 0 else 0.0
 
 
-def _filter(faces: list[Face], min_face: float, largest: bool) -> list[Face]:
-    faces = [f for f in faces if min(f.box[2], f.box[3]) >= min_face]
+def _plausible(f: Face, width: int, height: int) -> bool:
+    """A detection worth keeping: finite, positive size, overlapping the image, score in [0, 1].
+
+    On images a few pixels wide YuNet returns garbage rows (boxes near 1e34, scores of 1.0)."""
+    x, y, w, h = f.box
+    values = [x, y, w, h, f.score] + ([] if f.landmarks is None else f.landmarks.ravel().tolist())
+    return (all(math.isfinite(v) for v in values) and w >= 1 and h >= 1 and 0.0 <= f.score <= 1.0
+            and x < width and y < height and x + w > 0 and y + h > 0 and w <= 2 * width and h <= 2 * height)
+
+
+def _filter(faces: list[Face], min_face: float, largest: bool, width: int, height: int) -> list[Face]:
+    faces = [f for f in faces if _plausible(f, width, height) and min(f.box[2], f.box[3]) >= min_face]
     faces.sort(key=lambda f: -f.score)
     if largest and faces:
         faces = [max(faces, key=lambda f: f.area)]
@@ -101,8 +112,8 @@ def yunet_model_path() -> Path:
 class YuNetDetector(Detector):
     """OpenCV YuNet (`cv2.FaceDetectorYN`) on a copy downscaled to <= `max_side` px."""
 
-    def __init__(self, model_path: str | Path | None = None, *, threshold: float = 0.75, nms: float = 0.3,
-                 min_face: float = 0, largest: bool = False, max_side: int = 960):
+    def __init__(self, model_path: str | Path | None = None, *, threshold: float = DetectorConfig.threshold, nms: float = 0.3,
+                 min_face: float = 0, largest: bool = False, max_side: int = DetectorConfig.max_side):
         path = Path(model_path) if model_path else yunet_model_path()
         if not path.is_file():
             raise FileNotFoundError(f"YuNet model {path} does not exist")
@@ -127,7 +138,7 @@ class YuNetDetector(Detector):
         bgr, scale = _downscaled(rgb, self.max_side)
         rows = self.raw(bgr)
         rows[:, :14] /= scale
-        return _filter([_face_from_row(r) for r in rows], self.min_face, self.largest)
+        return _filter([_face_from_row(r) for r in rows], self.min_face, self.largest, rgb.shape[1], rgb.shape[0])
 
 
 def _face_from_row(r: np.ndarray) -> Face:
@@ -172,8 +183,8 @@ class YuNetTTADetector(Detector):
     photos; equal to base for images up to `max_side`), the last also on the mirrored image.
     """
 
-    def __init__(self, model_path: str | Path | None = None, *, threshold: float = 0.75, nms: float = 0.3,
-                 min_face: float = 0, largest: bool = False, max_side: int = 960, min_votes: int = 2,
+    def __init__(self, model_path: str | Path | None = None, *, threshold: float = DetectorConfig.threshold, nms: float = 0.3,
+                 min_face: float = 0, largest: bool = False, max_side: int = DetectorConfig.max_side, min_votes: int = 2,
                  merge_iou: float = 0.4):
         self.yunet = YuNetDetector(model_path, threshold=threshold, nms=nms, max_side=max_side)
         self.threshold, self.min_face, self.largest = threshold, min_face, largest
@@ -198,14 +209,14 @@ class YuNetTTADetector(Detector):
             rows[:, :14] /= scale
             found.append(_mirror_rows(rows, w) if flip else rows)
         merged = merge_detections(np.concatenate(found), self.merge_iou, self.min_votes)
-        return _filter([_face_from_row(r) for r in merged], self.min_face, self.largest)
+        return _filter([_face_from_row(r) for r in merged], self.min_face, self.largest, w, h)
 
 
 class HaarDetector(Detector):
     """OpenCV's Viola-Jones `haarcascade_frontalface_default.xml` (opencv < 5 wheels only).
     Scores are not calibrated probabilities: 1.0 for every hit, so `threshold` does not apply."""
 
-    def __init__(self, *, min_face: float = 0, largest: bool = False, max_side: int = 960):
+    def __init__(self, *, min_face: float = 0, largest: bool = False, max_side: int = DetectorConfig.max_side):
         data = getattr(cv2, "data", None)
         if data is None or not hasattr(cv2, "CascadeClassifier"):
             raise RuntimeError(f"opencv {cv2.__version__} ships no Haar cascades; use --detector yunet")
@@ -220,7 +231,7 @@ class HaarDetector(Detector):
         gray = cv2.equalizeHist(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))
         boxes = self._cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(24, 24))
         faces = [Face(tuple(float(v) / scale for v in b), 1.0, None) for b in np.reshape(boxes, (-1, 4))]
-        return _filter(faces, self.min_face, self.largest)
+        return _filter(faces, self.min_face, self.largest, rgb.shape[1], rgb.shape[0])
 
 
 class WholeImage(Detector):
@@ -233,20 +244,21 @@ class WholeImage(Detector):
         return [Face((0.0, 0.0, float(w), float(h)), 1.0, None)]
 
 
-def make_detector(name: str, *, threshold: float = 0.75, min_face: float = 0, largest: bool = False,
-                  model_path: str | Path | None = None, max_side: int = 960) -> Detector:
-    """A detector by name (one of `DETECTORS`); `model_path` overrides the YuNet ONNX file."""
-    if name == "yunet":
-        return YuNetDetector(model_path, threshold=threshold, min_face=min_face, largest=largest, max_side=max_side)
-    elif name == "yunet_tta":
-        return YuNetTTADetector(model_path, threshold=threshold, min_face=min_face, largest=largest,
-                                max_side=max_side)
-    elif name == "haar":
-        return HaarDetector(min_face=min_face, largest=largest, max_side=max_side)
-    elif name == "none":
+def make_detector(cfg: DetectorConfig | str = "yunet") -> Detector:
+    """The detector a `DetectorConfig` (or just a detector name, with default options) describes."""
+    if isinstance(cfg, str):
+        cfg = DetectorConfig(name=cfg)
+    kw = dict(min_face=cfg.min_face, largest=cfg.largest, max_side=cfg.max_side)
+    if cfg.name == "yunet":
+        return YuNetDetector(cfg.model_file, threshold=cfg.threshold, **kw)
+    elif cfg.name == "yunet_tta":
+        return YuNetTTADetector(cfg.model_file, threshold=cfg.threshold, **kw)
+    elif cfg.name == "haar":
+        return HaarDetector(**kw)
+    elif cfg.name == "none":
         return WholeImage()
     else:
-        raise ValueError(f"unknown detector {name!r}; choose one of: {', '.join(DETECTORS)}")
+        raise ValueError(f"unknown detector {cfg.name!r}; choose one of: {', '.join(DETECTORS)}")
 
 
 def eye_angle(landmarks: np.ndarray) -> float:

@@ -9,20 +9,19 @@ carry what a user needs to feed it without the checkpoint: `classes` (JSON list,
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import __version__, checkpoint
-from .checkpoint import Loaded
-from .preprocess import Preprocess
+from .. import __version__, checkpoint
+from ..checkpoint import Loaded
+from ..fileio import atomic_write
+from ..preprocess import Preprocess
+from .config import FORMATS, QUANTIZATIONS
 
 FORMAT = "ferlab-onnx/1"
-FORMATS = ("onnx",)
-QUANTIZATIONS = ("int8",)
 FP32_TOLERANCE = 1e-3
 #: Random faces used to check an export and, without a calibration set, to calibrate int8.
 CHECK_BATCH = 16
@@ -74,7 +73,7 @@ def export_onnx(ref_or_loaded: str | Path | Loaded, out_path: str | Path, quanti
     agreement with PyTorch (and the max logit difference) in the metadata instead of raising; it is
     measured on the calibration faces when given, else on random-pixel faces.
 
-    The file is written atomically (temp file + os.replace). Returns the path written.
+    The file is written atomically (`fileio.atomic_write`). Returns the path written.
     """
     loaded = ref_or_loaded if isinstance(ref_or_loaded, Loaded) else checkpoint.load(ref_or_loaded)
     out_path = Path(out_path)
@@ -113,11 +112,7 @@ def export_onnx(ref_or_loaded: str | Path | Loaded, out_path: str | Path, quanti
         for k, v in meta.items():
             proto.metadata_props.add(key=k, value=v)
         proto.producer_name, proto.producer_version = "ferlab", __version__
-        final = Path(tmp) / "final.onnx"
-        onnx.save(proto, str(final))
-        with open(final, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(final, out_path)
+        atomic_write(out_path, lambda f: f.write(proto.SerializeToString()), "ONNX file")
     return out_path
 
 

@@ -5,7 +5,7 @@ Endpoints:
   writes: ``{"path", "faces": [{"box", "score", "landmarks", "label", "probs"}], "error"}``.
 - ``POST /predict/annotated``: the same upload -> the image with boxes and probability bars, as PNG.
 - ``GET /health``: model name, classes, preprocessing and detector.
-- ``GET /``: a single-page web UI (``ferlab/web/index.html``): upload or webcam snapshot.
+- ``GET /``: a single-page web UI (``ferlab/serve/web/index.html``): upload or webcam snapshot.
 
 Uploads that are empty or not an image get 400, larger than `max_bytes` (20 MB) 413, each with a
 ``detail`` message that says which.
@@ -22,19 +22,22 @@ from fastapi import FastAPI, File, HTTPException, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from .checkpoint import Loaded
+from ..checkpoint import Loaded
+from ..predict.config import DetectorConfig
+from .config import MAX_UPLOAD_BYTES, ServeConfig
 
-MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 #: Room for the multipart boundary and part headers around the file in a request's Content-Length.
 _MULTIPART_OVERHEAD = 64 * 1024
 
 
-def create_app(model: str | Path | Loaded = "default", detector: str = "yunet", *,
+def create_app(model: str | Path | Loaded = "default", detector: DetectorConfig | str = "yunet", *,
                max_bytes: int = MAX_UPLOAD_BYTES) -> FastAPI:
-    """A FastAPI app serving `model` (a checkpoint reference or a `Loaded`) with face detector `detector`."""
-    from . import __version__
-    from .predict import Recognizer
+    """A FastAPI app serving `model` (a checkpoint reference or a `Loaded`) with the face detector
+    `detector` (a `DetectorConfig` or a detector name)."""
+    from .. import __version__
+    from ..predict.recognizer import Recognizer
 
+    detector = DetectorConfig(name=detector) if isinstance(detector, str) else detector
     recognizer = Recognizer(model, detector)
     # One recognizer serves every request; its detector keeps per-call state (OpenCV's YuNet
     # input size), so requests take turns.
@@ -72,7 +75,7 @@ def create_app(model: str | Path | Loaded = "default", detector: str = "yunet", 
     @app.get("/health")
     def health() -> dict:
         return {"status": "ok", "model": loaded.model_name, "classes": recognizer.classes,
-                "preprocess": recognizer.preprocess.to_dict(), "detector": detector, "ferlab": __version__}
+                "preprocess": recognizer.preprocess.to_dict(), "detector": detector.name, "ferlab": __version__}
 
     @app.post("/predict")
     def predict(file: UploadFile | None = File(None)) -> dict:
@@ -87,7 +90,7 @@ def create_app(model: str | Path | Loaded = "default", detector: str = "yunet", 
         """The uploaded image with a box, label and probability bars per face, as PNG."""
         from PIL import Image
 
-        from .annotate import draw_faces
+        from ..predict.annotate import draw_faces
 
         name, rgb = read_upload(file)
         with lock:
@@ -111,7 +114,7 @@ def _mb(n: int) -> str:
 
 def decode_image(name: str, data: bytes) -> np.ndarray:
     """Uploaded bytes -> upright HxWx3 uint8 RGB, or HTTP 400 saying why not."""
-    from .predict import read_image
+    from ..predict.images import read_image
 
     try:
         return read_image(io.BytesIO(data))
@@ -120,12 +123,12 @@ def decode_image(name: str, data: bytes) -> np.ndarray:
 
 
 def web_page() -> str:
-    return (resources.files("ferlab") / "web" / "index.html").read_text(encoding="utf-8")
+    return (resources.files("ferlab.serve") / "web" / "index.html").read_text(encoding="utf-8")
 
 
-def serve(model: str | Path = "default", host: str = "127.0.0.1", port: int = 8000, detector: str = "yunet") -> None:
+def serve(cfg: ServeConfig) -> None:
     """Load the model and run the app with uvicorn until interrupted."""
     import uvicorn
 
-    app = create_app(model, detector)
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    app = create_app(cfg.model, cfg.detector, max_bytes=cfg.max_bytes)
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info")

@@ -2,7 +2,6 @@
 achieved GFLOP/s against a matmul peak measured in the same process."""
 from __future__ import annotations
 
-import csv
 import json
 import os
 import platform
@@ -11,9 +10,10 @@ from pathlib import Path
 
 import torch
 
-from . import config as config_mod
-from .benchkit import write_json
-from .models import create_model, get_spec, summarize
+from .. import checkpoint
+from ..models import create_model, get_spec, summarize
+from ..train import config as config_mod, history
+from ..fileio import write_json
 
 TIME_POINTS_MIN = (2, 5, 10, 20, 30, 45, 60, 90)
 
@@ -32,16 +32,16 @@ def matmul_peak(dtype: torch.dtype = torch.float32, n: int = 2048, seconds: floa
 def accuracy_at(rows: list[dict], minutes: float) -> float | None:
     """Best validation accuracy among epochs finished within `minutes` of training time; None when
     the run ended before that time point (it says nothing about what a longer run would reach)."""
-    if not rows or float(rows[-1]["elapsed"]) < minutes * 60:
+    if not rows or rows[-1]["elapsed"] < minutes * 60:
         return None
-    done = [float(r["val_acc"]) for r in rows if float(r["elapsed"]) <= minutes * 60]
+    done = [r["val_acc"] for r in rows if r["elapsed"] <= minutes * 60]
     return max(done) if done else None
 
 
 def bench_train(recipe: str, data: str, out: str | Path, budget_minutes: float = 0.0, runs_dir: str = "runs",
                 name: str = "", **overrides) -> dict:
     """Train `recipe` on `data` (optionally cut at `budget_minutes`) and write a JSON of figures."""
-    from .train import fit
+    from ..train.loop import fit
 
     cfg = config_mod.build(recipe, data=data, out=runs_dir, name=name or f"bench-{recipe}-{time.strftime('%Y%m%d-%H%M%S')}",
                            **({"max_minutes": budget_minutes} if budget_minutes else {}), **overrides)
@@ -51,7 +51,7 @@ def bench_train(recipe: str, data: str, out: str | Path, budget_minutes: float =
     t0 = time.perf_counter()
     run_dir = fit(cfg)
     result = summarize_run(run_dir, recipe, peaks, load_before, wall_minutes=(time.perf_counter() - t0) / 60)
-    write_json(result, out)
+    write_json(out, result)
     return result
 
 
@@ -60,7 +60,7 @@ _NOT_RECIPE = {"data", "out", "name", "max_minutes", "threads"}
 
 
 def recipe_label(cfg: config_mod.TrainConfig, recipe: str) -> str:
-    """`recipe`, plus the flags by which `cfg` departs from it (e.g. "fast (--model fernet2_s)")."""
+    """`recipe`, plus the flags by which `cfg` departs from it (e.g. "fast (--arch fernet2_s)")."""
     if recipe not in config_mod.RECIPES:
         return recipe
     base = config_mod.build(recipe, data=cfg.data).to_dict()
@@ -78,27 +78,27 @@ def summarize_run(run_dir: str | Path, recipe: str, peaks: tuple[float, float] |
     """
     run_dir = Path(run_dir)
     cfg = config_mod.build(file=run_dir / "config.yaml")
-    spec = get_spec(cfg.model)
+    spec = get_spec(cfg.arch)
     size = cfg.image_size or spec.input_size
-    macs = summarize(create_model(cfg.model, in_chans=cfg.channels or spec.in_chans, input_size=size))["macs"]
+    macs = summarize(create_model(cfg.arch, in_chans=cfg.channels or spec.in_chans, input_size=size))["macs"]
     if load_before is None:
         load_before = os.getloadavg()
     peak32, peak16 = peaks or (matmul_peak(torch.float32), matmul_peak(torch.bfloat16))
-    rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
+    rows = history.read(run_dir / "metrics.csv")
     if not rows:
         raise ValueError(f"{run_dir}/metrics.csv has no epochs")
-    ips = sorted(float(r["images_per_s"]) for r in rows)
+    ips = sorted(r["images_per_s"] for r in rows)
     median_ips = ips[len(ips) // 2]
     # a conv net's cost scales with pixels: --train-crop trains on (crop/size)^2 of the full-face FLOPs
     train_macs = macs * (cfg.train_crop / size) ** 2 if 0 < cfg.train_crop < size else macs
     train_gflops = median_ips * 3 * 2 * train_macs / 1e9  # forward + backward ~ 3x forward
     peak = peak16 if cfg.bf16 else peak32
     final = json.loads((run_dir / "eval_val.json").read_text())
-    best = torch.load(run_dir / "best.pt", weights_only=True)["metrics"]
+    best = checkpoint.read(run_dir / "best.pt")["metrics"]
     return {
-        "recipe": recipe_label(cfg, recipe), "config": cfg.to_dict(), "run_dir": str(run_dir), "model": cfg.model,
+        "recipe": recipe_label(cfg, recipe), "config": cfg.to_dict(), "run_dir": str(run_dir), "model": cfg.arch,
         "params": best.get("params"), "mflops_per_image": 2 * macs / 1e6,
-        "epochs_run": len(rows), "train_minutes": float(rows[-1]["elapsed"]) / 60, "wall_minutes": wall_minutes,
+        "epochs_run": len(rows), "train_minutes": rows[-1]["elapsed"] / 60, "wall_minutes": wall_minutes,
         "images_per_s_median": median_ips, "train_gflops": train_gflops,
         "matmul_peak_gflops_fp32": peak32, "matmul_peak_gflops_bf16": peak16,
         "peaks_measured": "with the run" if peaks else "after the run",

@@ -1,19 +1,13 @@
-"""PNG figures: training curves and confusion matrices, and the explanation figures of
-`ferlab explain` (attribution overlays, feature-map and filter grids)."""
+"""PNG figures from arrays: training curves, confusion matrices, and the explanation figures of
+`ferlab explain` (attribution overlays, feature-map and filter grids). Nothing here knows a
+model, a checkpoint or an explainer: callers pass numbers and images."""
 from __future__ import annotations
 
-import csv
 import functools
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
-
-if TYPE_CHECKING:
-    import torch
-
-    from .explain import FilterImages
 
 
 @functools.cache
@@ -28,21 +22,18 @@ def _pyplot():
     return plt
 
 
-def read_metrics(path: str | Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return [{k: float(v) if v not in ("", None) else None for k, v in row.items()} for row in csv.DictReader(f)]
+def plot_curves(rows: Sequence[dict], out: str | Path, title: str = "") -> Path:
+    """Train vs validation accuracy and loss per epoch, from metrics.csv rows (`train.history.read`)."""
+    from matplotlib.ticker import MaxNLocator
 
-
-def plot_curves(metrics_csv: str | Path, out: str | Path, title: str = "") -> Path:
-    """Train vs validation accuracy and loss per epoch."""
     plt = _pyplot()
-    rows = read_metrics(metrics_csv)
     ep = [r["epoch"] for r in rows]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, key in zip(axes, ("acc", "loss")):
         ax.plot(ep, [r[f"train_{key}"] for r in rows], label="train")
         ax.plot(ep, [r[f"val_{key}"] for r in rows], label="val")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
         ax.legend()
@@ -157,17 +148,18 @@ def _rgb_tiles(images: np.ndarray, cmap: str) -> np.ndarray:
     return (colormaps[cmap](a)[..., :3] * 255).round().astype(np.uint8)
 
 
-def activation_figure(layer: str, maps: torch.Tensor, path: str | Path, max_maps: int = 64) -> Path:
+def activation_figure(layer: str, maps: np.ndarray, path: str | Path, max_maps: int = 64) -> Path:
     """Save the first `max_maps` channels of one input's feature maps (C, h, w) as a grid."""
-    maps = maps.detach().float()[:max_maps].numpy()
+    maps = np.asarray(maps, dtype=np.float32)[:max_maps]
     labels = [f"{i}" for i in range(len(maps))]
     return grid_figure(maps, labels, path, title=f"{layer}: {len(maps)} feature map(s), each scaled to its own range")
 
 
-def filter_figure(result: FilterImages, path: str | Path) -> Path:
-    labels = [f"#{f} {a0:.2f}->{a:.2f}" for f, a0, a in zip(result.filters, result.start_activation, result.activation)]
-    return grid_figure(result.images, labels, path,
-                       title=f"{result.layer}: inputs maximising each filter (mean activation start->end)")
+def filter_figure(layer: str, filters: Sequence[int], images: np.ndarray, start: Sequence[float],
+                  end: Sequence[float], path: str | Path) -> Path:
+    """Gradient-ascent images of conv filters, labelled with each filter's mean activation start->end."""
+    labels = [f"#{f} {a0:.2f}->{a:.2f}" for f, a0, a in zip(filters, start, end)]
+    return grid_figure(images, labels, path, title=f"{layer}: inputs maximising each filter (mean activation start->end)")
 
 
 def _save(fig, path: str | Path) -> Path:

@@ -22,8 +22,8 @@ from tqdm import tqdm
 from .annotate import draw_faces
 from .detect import iou
 
-if TYPE_CHECKING:  # predict imports this module to hand videos over
-    from .predict import FaceResult, Recognizer
+if TYPE_CHECKING:
+    from .recognizer import FaceResult, Recognizer
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 

@@ -24,12 +24,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .benchkit import busy_warnings, load_model, machine, time_calls, versions, write_json
-from .checkpoint import Loaded
-from .detect import align_crop
-from .export import OnnxClassifier, export_onnx
-from .predict import BACKENDS, Recognizer, read_image, softmax
-from .video import open_capture, process_video
+from ..fileio import write_json
+from .kit import busy_warnings, load_model, machine, time_calls, versions
+from ..checkpoint import Loaded
+from ..predict.detect import align_crop
+from ..export.onnx import OnnxClassifier, export_onnx
+from ..predict.config import BACKENDS, DetectorConfig
+from ..predict.images import read_image
+from ..predict.recognizer import Recognizer, softmax
+from ..predict.video import open_capture, process_video
 
 WIDTH, HEIGHT = 640, 480
 TARGET_PHOTO_MS = 25.0
@@ -61,7 +64,7 @@ def sample_photos() -> dict[str, np.ndarray]:
     return {"one_face": _letterbox(astronaut), "several_faces": collage, "no_face": _letterbox(data.coffee())}
 
 
-def bench_photo(model: str | Path = "default", detector: str = "yunet", backends: Sequence[str] = BACKENDS, *,
+def bench_photo(model: str | Path = "default", detector: DetectorConfig | str = "yunet", backends: Sequence[str] = BACKENDS, *,
                 threads: int = 2, seconds: float = 2.0, out: str | Path | None = None) -> dict:
     """Latency of `Recognizer.predict` on each test photo (see `sample_photos`), from an in-memory RGB
     array and from a JPEG file (decoding included), for each backend; plus the one-face photo's
@@ -99,7 +102,7 @@ def bench_photo(model: str | Path = "default", detector: str = "yunet", backends
             if stages is None:  # reading, detecting and cropping do not depend on the backend
                 stages = _stages(rec, jpegs["one_face"], photos["one_face"], seconds)
             faces, crops = rec.find_faces(photos["one_face"])
-            x = rec.model_input(crops[:1])  # (1, C, S, S)
+            x = rec.preprocess.model_input(crops[:1]).numpy()  # (1, C, S, S)
             per_backend[backend] = {
                 "one_face_array_ms": entry["one_face"]["array"]["latency_ms_p50"],
                 "one_face_jpeg_ms": entry["one_face"]["jpeg"]["latency_ms_p50"],
@@ -110,12 +113,12 @@ def bench_photo(model: str | Path = "default", detector: str = "yunet", backends
     report = {
         "what": "Recognizer.predict end to end on 640x480 photos, from an RGB array and from a JPEG file "
                 "(decoding included)",
-        "model": loaded.model_name, "model_ref": str(model), "detector": detector,
+        "model": loaded.model_name, "model_ref": str(model), "detector": _detector_name(detector),
         "target_ms": TARGET_PHOTO_MS, "photo_size": [WIDTH, HEIGHT], "jpeg_bytes": jpeg_bytes,
         "seconds_per_measurement": seconds, **settings, "one_face_stages": stages, "backends": per_backend,
     }
     if out is not None:
-        write_json(report, out)
+        write_json(out, report)
     return report
 
 
@@ -146,7 +149,7 @@ def make_test_video(path: str | Path, frames: int = 150, fps: float = 30.0) -> P
     return path
 
 
-def bench_video(model: str | Path = "default", detector: str = "yunet", backends: Sequence[str] = BACKENDS, *,
+def bench_video(model: str | Path = "default", detector: DetectorConfig | str = "yunet", backends: Sequence[str] = BACKENDS, *,
                 threads: int = 2, frames: int = 150, repeats: int = 3, video: str | Path | None = None,
                 out: str | Path | None = None) -> dict:
     """Frames/s of `process_video` (stride 1) end to end: decoding, detection, tracking,
@@ -195,14 +198,14 @@ def bench_video(model: str | Path = "default", detector: str = "yunet", backends
     report = {
         "what": "ferlab.video.process_video end to end at stride 1: decode, detect, track, classify, write the "
                 "frame CSV and summary, and (annotated_video) the annotated mp4",
-        "model": loaded.model_name, "model_ref": str(model), "detector": detector,
+        "model": loaded.model_name, "model_ref": str(model), "detector": _detector_name(detector),
         "target_fps": TARGET_VIDEO_FPS, "video": str(video) if video is not None else
         f"generated: {frames} frames {WIDTH}x{HEIGHT} mp4v, one moving face",
         "repeats": repeats, "decode_only_fps": round(decode_fps, 2),
         **settings, "backends": per_backend,
     }
     if out is not None:
-        write_json(report, out)
+        write_json(out, report)
     return report
 
 
@@ -229,7 +232,7 @@ def _threads(n: int) -> Iterator[None]:
         cv2.setNumThreads(prev_cv2)
 
 
-def _recognizers(loaded: Loaded, detector: str, backends: Sequence[str], threads: int,
+def _recognizers(loaded: Loaded, detector: DetectorConfig | str, backends: Sequence[str], threads: int,
                  tmp: Path) -> Iterator[tuple[str, Recognizer]]:
     for backend in backends:
         if backend == "torch":
@@ -257,7 +260,7 @@ def _stages(rec: Recognizer, jpeg: Path, rgb: np.ndarray, seconds: float) -> dic
            "detect": _latency(lambda: rec.detector.detect(rgb), seconds)}
     if faces:
         out["align_preprocess"] = _latency(
-            lambda: rec.model_input([align_crop(rgb, faces[0], rec.preprocess.crop_margin, rec.align)]), seconds)
+            lambda: rec.preprocess.model_input([align_crop(rgb, faces[0], rec.preprocess.crop_margin, rec.align)]), seconds)
     return out
 
 
@@ -305,3 +308,7 @@ def _letterbox(rgb: np.ndarray) -> np.ndarray:
     top, left = (HEIGHT - nh) // 2, (WIDTH - nw) // 2
     canvas[top:top + nh, left:left + nw] = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA)
     return canvas
+
+
+def _detector_name(detector: DetectorConfig | str) -> str:
+    return detector if isinstance(detector, str) else detector.name

@@ -16,10 +16,11 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from . import export
-from .benchkit import busy_warnings, load_model, machine, time_calls, versions, write_json
-from .models import count_params
-from .preprocess import Preprocess
+from ..export import onnx as export
+from ..fileio import write_json
+from .kit import busy_warnings, load_model, machine, time_calls, versions
+from ..models import count_params
+from ..preprocess import Preprocess
 
 BACKENDS = ("torch", "onnx", "onnx_int8")
 TORCH_VARIANTS = ("eager", "channels_last", "jit_freeze", "bf16_channels_last")
@@ -68,7 +69,7 @@ def bench_infer(models: Sequence[str | Path], out: str | Path | None = None, *,
     finally:
         torch.set_num_threads(prev_threads)
     if out is not None:
-        write_json(report, out)
+        write_json(out, report)
     return report
 
 

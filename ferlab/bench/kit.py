@@ -1,9 +1,7 @@
-"""What the speed benchmarks (`bench_infer`, `bench_use`, and `bench` for training) share: the
-model to time, the timing loop, and the facts recorded beside every figure (machine, versions, a
-busy-machine warning), written atomically as JSON."""
+"""What the benchmarks (`infer`, `use`, and `train`) share: the model to time, the timing loop,
+and the facts recorded beside every figure (machine, versions, a busy-machine warning)."""
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
@@ -13,10 +11,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import checkpoint
-from .checkpoint import Loaded
-from .models import create_model, get_spec, list_models
-from .preprocess import Preprocess
+from .. import checkpoint
+from ..checkpoint import Loaded
+from ..models import create_model, get_spec, list_models
+from ..preprocess import Preprocess
 
 
 def load_model(ref: str) -> Loaded:
@@ -78,13 +76,3 @@ def versions() -> dict:
     import onnxruntime
 
     return {**checkpoint.versions(), "onnxruntime": onnxruntime.__version__}
-
-
-def write_json(report: dict, path: str | Path) -> Path:
-    """Write `report` as indented JSON to `path` atomically (a temp file, then `os.replace`)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path

@@ -1,0 +1,12 @@
+"""Data: FER2013 as CSV or folders, your own folder-per-class datasets, the decoded uint8 cache,
+stratified splits and batched augmentation. Every source becomes a `FaceData`.
+
+Submodules: `loader` (load), `dataset` (FaceData, errors, splits), `fer2013_csv`, `folders`,
+`cache`, `augment_config` (presets, torch-free) and `augment` (the batched tensor ops).
+"""
+from ..lazy import exports
+
+_API = {"load": "loader", "FaceData": "dataset", "BadInputError": "dataset", "stratified_split": "dataset",
+        "available_splits": "folders", "IMAGE_EXTS": "folders", "cache_dir": "cache"}
+__all__ = sorted(_API)
+__getattr__ = exports(__name__, _API)

@@ -1,0 +1,38 @@
+"""Options of `ferlab evaluate` and `ferlab compare` (torch-free: the CLI is derived from them)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from ..config import check, option
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    model: str = option("", "checkpoint: a run directory, a .pt file, or a bundled model ('default', 'tiny')",
+                        positional=True, metavar="MODEL")
+    data: str = option("", "dataset: FER2013 CSV or an image folder")
+    split: str = option("val", "split to evaluate: train, val, test or all")
+    tta: Literal["none", "flip", "flip_shift"] | None = option(
+        None, "test-time augmentation (default: the one recorded in the checkpoint)")
+    json: str | None = option(None, "also write the metrics JSON to this file", metavar="FILE")
+    out: str | None = option(None, "folder for eval_<split>.json and confusion files (default: the run "
+                                   "directory when MODEL is a run)", metavar="DIR")
+    skip_bad: bool = option(False, "skip unreadable images and list them")
+
+    def __post_init__(self):
+        problems = []
+        if not self.model:
+            problems.append("name the checkpoint to evaluate (a run directory, a .pt file, or 'default')")
+        if not self.data:
+            problems.append("give the dataset with --data PATH (a FER2013 CSV or an image folder)")
+        check(self, problems, "evaluate options")
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    runs: tuple[str, ...] = option((), "run directories to put side by side", positional=True, metavar="RUN")
+    csv: str | None = option(None, "also write the table as CSV to this file", metavar="FILE")
+
+    def __post_init__(self):
+        check(self, [] if self.runs else ["name at least one run directory"], "compare options")

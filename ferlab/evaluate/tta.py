@@ -1,0 +1,43 @@
+"""Logits of a model over uint8 images, batched, with optional test-time augmentation."""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from ..preprocess import Preprocess
+
+TTA = Literal["none", "flip", "flip_shift"]
+
+
+@torch.inference_mode()
+def predict_logits(model: torch.nn.Module, images: torch.Tensor, preprocess: Preprocess, tta: TTA = "none",
+                   batch_size: int = 256, channels_last: bool = True, bf16: bool = False) -> torch.Tensor:
+    """Average logits of `model` over uint8 images (N, C, H, W), with optional test-time augmentation.
+
+    flip: the image and its mirror. flip_shift: also 1-pixel-per-16 shifts in 4 directions of both
+    (10 views), the cheap cousin of ten-crop for models that see the whole 48x48 face.
+    `bf16` runs the model under bfloat16 autocast: 3x faster on AMX CPUs, used for the per-epoch
+    validation during training (reported final figures use fp32).
+    """
+    if tta not in ("none", "flip", "flip_shift"):
+        raise ValueError(f"unknown tta {tta!r}; choose one of: none, flip, flip_shift")
+    model.eval()
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = preprocess.normalize(images[i:i + batch_size])
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        views = [x]
+        if tta != "none":
+            views.append(x.flip(-1))
+        if tta == "flip_shift":
+            s = max(1, x.shape[-1] // 16)
+            for v in list(views):
+                p = F.pad(v, (s, s, s, s), mode="replicate")
+                h, w = v.shape[-2:]
+                views += [p[..., :h, s:s + w], p[..., 2 * s:, s:s + w], p[..., s:s + h, :w], p[..., s:s + h, 2 * s:]]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out.append(torch.stack([model(v).float() for v in views]).mean(0))
+    return torch.cat(out)

@@ -1,0 +1,10 @@
+"""Training: `config` (TrainConfig, recipes; torch-free), `loop` (fit, resume, one epoch),
+`state` (TrainState, RNG streams), `optim` (optimizer, schedule, EMA), `guards`, `history`
+(metrics.csv) and `finish` (the final scoring of best.pt)."""
+from ..lazy import exports
+
+_API = {"TrainConfig": "config", "RECIPES": "config", "build": "config", "fit": "loop", "resume": "loop",
+        "train_one_epoch": "loop", "validate": "loop", "TrainState": "state", "lr_at": "optim",
+        "TrainingDiverged": "guards", "BadHeadError": "guards"}
+__all__ = sorted(_API)
+__getattr__ = exports(__name__, _API)

@@ -1,0 +1,61 @@
+"""Optimizer, learning-rate schedule and weight averaging (EMA) of a run."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.optim.swa_utils import AveragedModel
+
+from .config import TrainConfig
+from .state import TrainState
+
+
+def lr_at(state: TrainState, cfg: TrainConfig) -> float:
+    """Learning rate for the optimizer step `state.step` (a pure function of the schedule).
+
+    cosine: linear warm-up from 0.1 x lr, then cosine decay to lr x lr_floor at `total_steps`.
+    constant and plateau return the peak (ReduceLROnPlateau then scales the optimizer's lr)."""
+    if cfg.schedule in ("constant", "plateau"):
+        return cfg.lr
+    if cfg.schedule == "cosine":
+        step = state.step - state.schedule_start
+        total = state.total_steps - state.schedule_start
+        if step < state.warmup_steps:
+            return cfg.lr * (0.1 + 0.9 * step / max(state.warmup_steps, 1))
+        t = min((step - state.warmup_steps) / max(total - state.warmup_steps, 1), 1.0)
+        return cfg.lr * (cfg.lr_floor + (1 - cfg.lr_floor) * 0.5 * (1 + math.cos(math.pi * t)))
+    raise ValueError(f"unknown schedule {cfg.schedule!r}; choose one of: cosine, plateau, constant")
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    # No weight decay on BatchNorm and biases: decaying them only hurts small nets.
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose one of: sgd, adamw, adam")
+
+
+def make_plateau(opt: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.ReduceLROnPlateau | None:
+    if cfg.schedule != "plateau":
+        return None
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min" if cfg.monitor == "val_loss" else "max",
+                                                      factor=cfg.plateau_factor, patience=cfg.plateau_patience)
+
+
+def make_ema(model: torch.nn.Module, decay: float) -> AveragedModel | None:
+    """An exponential moving average of all weights and buffers (BatchNorm statistics included),
+    with a short warm-up so the average is not dominated by the random initial weights."""
+    if not decay:
+        return None
+
+    def ema(avg: torch.Tensor, new: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        d = min(decay, (1 + float(n)) / (10 + float(n)))
+        return avg + (new - avg) * (1 - d)
+
+    return AveragedModel(model, avg_fn=ema, use_buffers=True)

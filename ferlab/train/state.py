@@ -1,0 +1,54 @@
+"""The training loop's state: what `last.pt` stores so that a resumed run continues exactly."""
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+import torch
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0
+    """Epochs finished."""
+    step: int = 0
+    """Optimizer steps taken."""
+    total_steps: int = 0
+    """Steps of the learning-rate schedule (cosine)."""
+    warmup_steps: int = 0
+    schedule_start: int = 0
+    """Step at which the current schedule began (> 0 after `--restart-schedule`)."""
+    best: float | None = None
+    """Best value of the monitored metric so far (the one in best.pt)."""
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    """Epochs since the monitored metric last improved."""
+    elapsed: float = 0.0
+    """Seconds of training and validation, summed over epochs (resumes included)."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainState":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def rng_state(generator: torch.Generator) -> dict:
+    """Every random stream a run draws from, in types that `torch.load(weights_only=True)` reads."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"generator": generator.get_state(), "torch": torch.get_rng_state(),
+            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "gauss": float(gauss)},
+            "python": random.getstate()}
+
+
+def set_rng_state(state: dict, generator: torch.Generator) -> None:
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
