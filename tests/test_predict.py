@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -286,3 +287,68 @@ def test_bytes_of_a_non_image_are_not_an_exception(rec, tmp_path):
     p.write_bytes(io.BytesIO(b"GIF89a garbage").getvalue())
     res = rec.predict(p)
     assert res.faces == [] and res.error
+
+
+def test_hostile_inputs_become_error_records_and_the_batch_goes_on(ckpt, astronaut, tmp_path, capsys):
+    good = tmp_path / "good.png"
+    Image.fromarray(astronaut).save(good)
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)  # reading it would block forever
+    odd = Path(os.fsdecode(b"caf\xe9.png"))  # a file name that is not UTF-8
+    Image.fromarray(astronaut).save(tmp_path / odd)
+    thin = tmp_path / "thin.png"
+    Image.fromarray(np.full((2000, 20, 3), 200, np.uint8)).save(thin)  # YuNet returns garbage rows here
+    out_csv, out_json = tmp_path / "faces.csv", tmp_path / "p.json"
+    code = main(["predict", str(good), str(fifo), str(tmp_path / odd), str(thin), "--model", str(ckpt),
+                 "--csv", str(out_csv), "--json", str(out_json), "--no-progress"])
+    assert code == 0
+    records = {Path(r["path"]).name: r for r in json.loads(out_json.read_text())}
+    assert "not a regular file" in records["pipe.png"]["error"]
+    assert records["caf\\xe9.png"]["error"] is None and len(records["caf\\xe9.png"]["faces"]) == 1
+    assert records["thin.png"] == {"path": str(thin), "faces": [], "error": None}
+    rows = list(csv.DictReader(out_csv.open(encoding="utf-8")))
+    assert [Path(r["path"]).name for r in rows] == ["good.png", "pipe.png", "caf\\xe9.png", "thin.png"]
+
+
+def test_no_readable_input_exits_1(ckpt, tmp_path, capsys):
+    (tmp_path / "junk.jpg").write_bytes(b"not an image")
+    assert main(["predict", str(tmp_path / "junk.jpg"), str(tmp_path / "missing.jpg"), "--model", str(ckpt),
+                 "--no-progress"]) == 1
+
+
+def test_a_full_disk_for_annotated_images_keeps_every_record(ckpt, astronaut, tmp_path, monkeypatch):
+    for i in range(3):
+        Image.fromarray(astronaut).save(tmp_path / f"a{i}.png")
+
+    def disk_full(self, *args, **kw):
+        raise OSError(28, "No space left on device")
+
+    real_save = Image.Image.save
+    monkeypatch.setattr(Image.Image, "save", disk_full)
+    report = run(PredictConfig(inputs=tuple(str(tmp_path / f"a{i}.png") for i in range(3)), model=str(ckpt),
+                               out=str(tmp_path / "out"), progress=False))
+    monkeypatch.setattr(Image.Image, "save", real_save)
+    assert len(report.warnings) == 3 and "No space left" in report.warnings[0]
+    saved = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    assert saved == report.records and all(len(r["faces"]) == 1 for r in saved)
+
+
+def test_records_are_on_disk_before_the_job_ends(ckpt, astronaut, tmp_path, monkeypatch):
+    from ferlab.predict import job
+
+    for i in range(3):
+        Image.fromarray(astronaut).save(tmp_path / f"a{i}.png")
+    real = job.Recognizer.predict_batch
+    calls = []
+
+    def crash_on_second_batch(self, images, names=None):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, images, names)
+
+    monkeypatch.setattr(job.Recognizer, "predict_batch", crash_on_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        run(PredictConfig(inputs=tuple(str(tmp_path / f"a{i}.png") for i in range(3)), model=str(ckpt),
+                          json=str(tmp_path / "p.json"), batch_size=2, progress=False))
+    assert [Path(r["path"]).name for r in json.loads((tmp_path / "p.json").read_text())] == ["a0.png", "a1.png"]
