@@ -9,7 +9,6 @@ frame, a summary JSON per video, and optionally the annotated video (mp4v).
 from __future__ import annotations
 
 import csv
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from ..fileio import write_json
 from .annotate import draw_faces
 from .detect import iou
 
@@ -220,4 +220,4 @@ def _write_summary(result: VideoResult, stride: int, smoothing: float, classes: 
                "frames_processed": result.frames_processed, "stride": stride, "smoothing": smoothing,
                "classes": classes, "tracks": result.tracks, "frames_csv": result.csv,
                "annotated_video": result.annotated}
-    Path(result.summary).write_text(json.dumps(summary, indent=2))
+    write_json(result.summary, summary, "video summary")
