@@ -51,6 +51,11 @@ class Loaded:
     def model_name(self) -> str:
         return self.meta["model"]["name"]
 
+    @property
+    def temperature(self) -> float:
+        """Divides the logits before softmax wherever probabilities are shown (1.0: uncalibrated)."""
+        return float((self.meta.get("calibration") or {}).get("temperature", 1.0))
+
 
 def versions() -> dict:
     import numpy

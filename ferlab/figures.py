@@ -67,6 +67,29 @@ def plot_confusion(m: dict, out: str | Path, title: str = "") -> Path:
     return Path(out)
 
 
+def plot_reliability(curves: Sequence[tuple[str, dict]], out: str | Path, title: str = "") -> Path:
+    """Reliability diagram: accuracy against confidence per bin, one line per (label, bins) with
+    the bins of `evaluate.calibration.reliability`; the diagonal is perfect calibration."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.6, 4.4))
+    ax.plot([0, 1], [0, 1], color="gray", lw=1, ls="--", label="perfect")
+    for name, r in curves:
+        used = [i for i, n in enumerate(r["count"]) if n > 0]
+        ax.plot([r["confidence"][i] for i in used], [r["accuracy"][i] for i in used], marker="o", ms=3,
+                label=f"{name} (ECE {100 * r['ece']:.1f} %)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence (top-class probability)")
+    ax.set_ylabel("accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.set_title(title or "reliability", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return Path(out)
+
+
 # ---------------------------------------------------------------------------------------------
 # Explanation figures (matplotlib's Agg canvas, no pyplot state)
 

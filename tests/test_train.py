@@ -2,6 +2,7 @@ import csv
 import json
 import warnings
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -205,3 +206,44 @@ def test_bf16_validation_agrees_with_fp32(tiny_fer_dir, tmp_path):
     assert bf16.dtype == torch.float32 and bf16.shape == fp32.shape
     assert (bf16.argmax(1) == fp32.argmax(1)).float().mean() >= 0.95
     assert (bf16 - fp32).abs().max() < 0.1 * fp32.abs().max()
+
+
+def test_ece_of_known_probabilities():
+    from ferlab.evaluate.calibration import ece, reliability
+
+    # 10 answers at confidence 0.9 of which 6 are right: |0.6 - 0.9| = 0.3 in one bin
+    probs = np.array([[0.9, 0.1]] * 10)
+    labels = np.array([0] * 6 + [1] * 4)
+    assert ece(probs, labels) == pytest.approx(0.3)
+    r = reliability(probs, labels)
+    assert r["count"][13] == 10 and sum(r["count"]) == 10 and r["accuracy"][13] == pytest.approx(0.6)
+    assert ece(np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([0, 1])) == 0.0
+
+
+def test_temperature_fit_recovers_an_overconfident_model():
+    from ferlab.evaluate.calibration import calibrate
+
+    g = torch.Generator().manual_seed(0)
+    true_logits = torch.randn(4000, 7, generator=g) * 2
+    labels = torch.multinomial(true_logits.softmax(1), 1, generator=g)[:, 0]  # calibrated at T = 1
+    cal = calibrate(true_logits * 3, labels, "val")                          # 3x overconfident
+    assert cal["temperature"] == pytest.approx(3.0, rel=0.1)
+    assert cal["ece_after"] < 0.02 < cal["ece_before"]
+
+
+def test_run_stores_a_temperature_that_every_verb_applies(tiny_fer_dir, tmp_path, astronaut_crop=None):
+    from ferlab.predict import Recognizer
+
+    run = train.fit(_cfg(tiny_fer_dir, tmp_path, epochs=2), log=lambda m: None)
+    loaded = checkpoint.load(run)
+    t = loaded.temperature
+    assert loaded.meta["calibration"]["split"] == "val" and t > 0 and t != 1.0
+    assert (run / "reliability_val.png").stat().st_size > 1000
+    face = np.asarray(load_dataset(tiny_fer_dir, "val").images[0, 0])
+    probs = Recognizer(loaded, "none").classify_faces([face])[0]
+    x = loaded.preprocess.model_input([face])
+    with torch.no_grad():
+        expected = (loaded.model(x) / t).softmax(1)[0].numpy()
+    assert np.allclose(probs, expected, atol=1e-5)
+    m = evaluate.evaluate(run, tiny_fer_dir, "val")
+    assert m["temperature"] == t and 0 <= m["ece"] <= 1

@@ -7,6 +7,7 @@ import torch
 
 from .. import checkpoint, data, labels
 from ..fileio import write_json
+from .calibration import reliability
 from .config import EvaluateConfig
 from .metrics import metrics
 from .outputs import write_evaluation
@@ -33,6 +34,12 @@ def evaluate(ref: str | Path, data_path: str | Path, split: str = "val", tta: st
     m = metrics(y_true, logits.argmax(1).numpy(), loaded.classes)
     m.update({"split": split, "data": str(data_path), "checkpoint": loaded.path, "tta": tta,
               "skipped": [list(s) for s in ds.skipped]})
+    # Probabilities as every other verb shows them: divided by the checkpoint's temperature.
+    t = loaded.temperature
+    curves = {"uncalibrated": reliability(logits.softmax(1).numpy(), y_true)}
+    if t != 1.0:
+        curves[f"temperature {t:.2f}"] = reliability((logits / t).softmax(1).numpy(), y_true)
+    m.update({"temperature": t, "ece": list(curves.values())[-1]["ece"], "reliability": curves})
     if out_dir is None and Path(str(ref)).is_dir():
         out_dir = Path(ref)
     if out_dir is not None:

@@ -29,7 +29,8 @@ def metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict:
 
 
 def format_metrics(m: dict) -> str:
-    lines = [f"accuracy {m['accuracy']:.4f}   macro-F1 {m['macro_f1']:.4f}   n={m['n']}",
+    ece = f"   ECE {100 * m['ece']:.1f} % (temperature {m['temperature']:.2f})" if "ece" in m else ""
+    lines = [f"accuracy {m['accuracy']:.4f}   macro-F1 {m['macro_f1']:.4f}   n={m['n']}{ece}",
              f"{'class':<10} {'precision':>9} {'recall':>7} {'f1':>6} {'support':>8}"]
     for c, r in m["per_class"].items():
         lines.append(f"{c:<10} {r['precision']:>9.3f} {r['recall']:>7.3f} {r['f1']:>6.3f} {r['support']:>8d}")

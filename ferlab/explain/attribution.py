@@ -22,7 +22,7 @@ class Attribution:
     targets: list[int]
     """The class index each map explains."""
     probs: np.ndarray
-    """(N, K) softmax of the model on the (noise-free) inputs."""
+    """(N, K) probabilities (calibrated by the checkpoint's temperature) on the noise-free inputs."""
 
 
 def _targets(loaded: Loaded, logits: torch.Tensor, target: int | str | None) -> torch.Tensor:
@@ -78,7 +78,7 @@ class GradCAM:
         weights = grads.mean((2, 3), keepdim=True)  # (N, C, 1, 1): how much each channel raises the score
         cam = F.relu((weights * act.detach()).sum(1, keepdim=True))  # (N, 1, h, w)
         cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]  # (N, S, S)
-        return Attribution(_unit(cam), idx.tolist(), logits.detach().softmax(1).numpy())
+        return Attribution(_unit(cam), idx.tolist(), (logits.detach() / self.loaded.temperature).softmax(1).numpy())
 
 
 def gradcam(model: Loaded | str | Path, faces: Faces, target: int | str | None = None,
@@ -115,4 +115,4 @@ def saliency(model: Loaded | str | Path, faces: Faces, target: int | str | None 
                 out = net(xn)  # (samples, K)
                 grads, = torch.autograd.grad(out[:, idx[i]].sum(), xn)
                 sal[i] = grads.abs().mean(0)
-    return Attribution(_unit(sal.amax(1)), idx.tolist(), logits.softmax(1).numpy())
+    return Attribution(_unit(sal.amax(1)), idx.tolist(), (logits / loaded.temperature).softmax(1).numpy())

@@ -104,6 +104,7 @@ def export_onnx(ref_or_loaded: str | Path | Loaded, out_path: str | Path, quanti
             "model": loaded.model_name,
             "model_args": json.dumps(loaded.meta.get("model", {})),
             "quantization": "int8-static-qdq" if quantize else "none",
+            "temperature": json.dumps(loaded.temperature),
             "verification": json.dumps(verification),
             "source": str(loaded.path),
             "ferlab_version": __version__,
@@ -217,6 +218,11 @@ class OnnxClassifier:
     @property
     def preprocess(self) -> Preprocess:
         return self._preprocess
+
+    @property
+    def temperature(self) -> float:
+        """The checkpoint's calibration temperature (1.0 for files exported before calibration)."""
+        return float(json.loads(self.meta.get("temperature", "1.0")))
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         x = _check_inputs(x, self._preprocess)

@@ -89,9 +89,11 @@ class Recognizer:
                 raise ValueError(f"{model} is an ONNX file; use backend='onnx' (--backend onnx) or pass a checkpoint")
             self.classifier = onnx_classifier(model)
             self.classes, self.preprocess = self.classifier.classes, self.classifier.preprocess
+            self.temperature = self.classifier.temperature
         else:
             self.loaded = model if isinstance(model, Loaded) else checkpoint.load(model or checkpoint.DEFAULT_NAME)
             self.classes, self.preprocess = list(self.loaded.classes), self.loaded.preprocess
+            self.temperature = self.loaded.temperature  # the checkpoint's calibration, for every backend
             if backend == "torch":
                 self.classifier = TorchClassifier(self.loaded.model, bf16=bf16)
             else:
@@ -122,7 +124,8 @@ class Recognizer:
     def classify_faces(self, crops: list[np.ndarray] | np.ndarray) -> np.ndarray:
         """Class probabilities (N, K), in `self.classes` order, of uint8 face crops (already cut out)."""
         x = self.preprocess.model_input(crops).numpy()
-        out = [softmax(self.classifier(x[i:i + self.batch_size])) for i in range(0, len(x), self.batch_size)]
+        t = self.temperature
+        out = [softmax(self.classifier(x[i:i + self.batch_size]) / t) for i in range(0, len(x), self.batch_size)]
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
 
     # -- images --------------------------------------------------------------------------------

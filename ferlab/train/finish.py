@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import checkpoint, data
+from ..evaluate.calibration import calibrate, reliability
 from ..evaluate.metrics import metrics
 from ..evaluate.outputs import write_evaluation
 from ..evaluate.tta import predict_logits
@@ -14,12 +15,21 @@ from .config import TrainConfig
 
 
 def finish(run_dir: Path, cfg: TrainConfig, val: data.FaceData, log=print) -> dict:
-    """Final validation of best.pt with the configured TTA; writes eval, confusion and curves."""
+    """Final validation of best.pt with the configured TTA and its calibration temperature;
+    writes eval, confusion, reliability and curves."""
     payload = checkpoint.read(run_dir / "best.pt")
     loaded = checkpoint.build(payload, str(run_dir / "best.pt"))
     logits = predict_logits(loaded.model, val.images, loaded.preprocess, cfg.tta)
     m = metrics(val.labels.numpy(), logits.argmax(1).numpy(), val.classes)
-    m.update({"split": cfg.val_split or f"train[{cfg.val_fraction}]", "tta": cfg.tta})
+    split = cfg.val_split or f"train[{cfg.val_fraction}]"
+    m.update({"split": split, "tta": cfg.tta})
+    # The temperature is fitted on the validation logits with the run's TTA, as they are used.
+    cal = calibrate(logits, val.labels, split)
+    t, y = cal["temperature"], val.labels.numpy()
+    m["calibration"] = cal
+    m["reliability"] = {"uncalibrated": reliability(logits.softmax(1).numpy(), y),
+                        f"temperature {t:.2f}": reliability((logits / t).softmax(1).numpy(), y)}
+    payload["calibration"] = cal
     write_evaluation(m, run_dir, "val", title=f"{cfg.arch} val (tta {cfg.tta})")
     rows = history.read(run_dir / "metrics.csv")
     plot_curves(rows, run_dir / "curves.png", title=cfg.arch)
@@ -28,5 +38,6 @@ def finish(run_dir: Path, cfg: TrainConfig, val: data.FaceData, log=print) -> di
                                "train_minutes": rows[-1]["elapsed"] / 60 if rows else 0.0})
     checkpoint.save(payload, run_dir / "best.pt")
     log(f"best checkpoint: val acc {payload['metrics']['val_acc']:.4f}, with tta {cfg.tta}: {m['accuracy']:.4f} "
-        f"macro-F1 {m['macro_f1']:.4f} -> {run_dir}")
+        f"macro-F1 {m['macro_f1']:.4f}, ECE {100 * cal['ece_before']:.1f} % -> {100 * cal['ece_after']:.1f} % at "
+        f"temperature {t:.2f} -> {run_dir}")
     return m
