@@ -13,7 +13,7 @@ def test_accuracy_at_time_points():
 
 def test_summarize_run_reports_throughput_and_accuracy(tiny_fer_dir, tmp_path):
     cfg = config.build(data=str(tiny_fer_dir), arch="fernet_tiny", epochs=2, batch_size=32, out=str(tmp_path),
-                       name="b", threads=1, bf16=False, augment="light", tta="none", chance_epochs=99)
+                       name="b", threads=1, amp=False, augment="light", tta="none", chance_epochs=99)
     run = train.fit(cfg, log=lambda m: None)
     r = bench.summarize_run(run, "custom", peaks=(100.0, 400.0), load_before=(0.5, 0.5, 0.5))
     assert r["epochs_run"] == 2 and r["model"] == "fernet_tiny"

@@ -47,7 +47,7 @@ def test_unknown_bundled_name_is_a_path_error():
 def test_bf16_recognizer_agrees_with_fp32_on_a_real_face():
     skdata = pytest.importorskip("skimage.data")
     fp32 = ferlab.Recognizer().predict(skdata.astronaut()).faces[0]
-    bf16 = ferlab.Recognizer(bf16=True).predict(skdata.astronaut()).faces[0]
+    bf16 = ferlab.Recognizer(amp=True).predict(skdata.astronaut()).faces[0]
     assert bf16.label == fp32.label
     assert max(abs(bf16.probs[c] - fp32.probs[c]) for c in FER2013_CLASSES) < 0.05
     assert bf16.box == fp32.box
@@ -56,5 +56,5 @@ def test_bf16_recognizer_agrees_with_fp32_on_a_real_face():
 def test_predict_config_rejects_bf16_with_onnx():
     from ferlab.predict import PredictConfig
 
-    with pytest.raises(ValueError, match="bf16 applies to the torch backend only"):
-        PredictConfig(inputs=("x.jpg",), backend="onnx", bf16=True)
+    with pytest.raises(ValueError, match="amp \(bf16\) applies to the torch backend only"):
+        PredictConfig(inputs=("x.jpg",), backend="onnx", amp=True)

@@ -20,7 +20,7 @@ from ferlab.train import config, loop
 
 def _cfg(data_dir, tmp_path, **kw):
     base = dict(data=str(data_dir), arch="fernet_tiny", epochs=3, batch_size=32, lr=0.05, augment="light",
-                out=str(tmp_path / "runs"), name="r", threads=1, tta="none", chance_epochs=99, bf16=False)
+                out=str(tmp_path / "runs"), name="r", threads=1, tta="none", chance_epochs=99, amp=False)
     base.update(kw)
     return config.build(**base)
 
@@ -144,9 +144,9 @@ def test_corrupt_last_pt_is_a_message_not_a_traceback(tiny_fer_dir, tmp_path, ca
 def test_weights_that_go_non_finite_are_never_saved(tiny_fer_dir, tmp_path, monkeypatch):
     real = loop.train_one_epoch
 
-    def blow_up_batchnorm(model, *args, **kw):
-        out = real(model, *args, **kw)
-        bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    def blow_up_batchnorm(job):
+        out = real(job)
+        bn = next(m for m in job.model.modules() if isinstance(m, torch.nn.BatchNorm2d))
         bn.running_var.fill_(float("inf"))  # the loss stays finite; BatchNorm statistics do not
         return out
 

@@ -18,7 +18,7 @@ from ferlab.labels import FER2013_CLASSES
 
 def _cfg(data, tmp_path, **kw):
     base = dict(data=str(data), arch="fernet_tiny", epochs=4, batch_size=32, lr=0.05, augment="light",
-                out=str(tmp_path / "runs"), name="t", threads=1, tta="flip", chance_epochs=99, bf16=False)
+                out=str(tmp_path / "runs"), name="t", threads=1, tta="flip", chance_epochs=99, amp=False)
     base.update(kw)
     return config.build(**base)
 
@@ -53,7 +53,7 @@ def test_end_to_end_train_checkpoint_reload_evaluate(tiny_fer_dir, tmp_path):
 def test_train_crop_trains_on_windows_and_evaluates_full_faces(tiny_fer_dir, tmp_path):
     # fernet2_s (space-to-depth stem) on 40x40 random crops, validated on whole 48x48 faces in bf16
     run = train.fit(_cfg(tiny_fer_dir, tmp_path, arch="fernet2_s", train_crop=40, augment="flip", epochs=3,
-                         bf16=True), log=lambda m: None)
+                         amp=True), log=lambda m: None)
     loaded = checkpoint.load(run)
     assert loaded.preprocess.size == 48 and loaded.meta["config"]["train_crop"] == 40
     m = evaluate.evaluate(run, tiny_fer_dir, "val")
@@ -202,7 +202,7 @@ def test_bf16_validation_agrees_with_fp32(tiny_fer_dir, tmp_path):
     loaded = checkpoint.load(run)
     val = load_dataset(tiny_fer_dir, "val")
     fp32 = evaluate.predict_logits(loaded.model, val.images, loaded.preprocess, "flip")
-    bf16 = evaluate.predict_logits(loaded.model, val.images, loaded.preprocess, "flip", bf16=True)
+    bf16 = evaluate.predict_logits(loaded.model, val.images, loaded.preprocess, "flip", amp=True)
     assert bf16.dtype == torch.float32 and bf16.shape == fp32.shape
     assert (bf16.argmax(1) == fp32.argmax(1)).float().mean() >= 0.95
     assert (bf16 - fp32).abs().max() < 0.1 * fp32.abs().max()

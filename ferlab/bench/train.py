@@ -92,7 +92,7 @@ def summarize_run(run_dir: str | Path, recipe: str, peaks: tuple[float, float] |
     # a conv net's cost scales with pixels: --train-crop trains on (crop/size)^2 of the full-face FLOPs
     train_macs = macs * (cfg.train_crop / size) ** 2 if 0 < cfg.train_crop < size else macs
     train_gflops = median_ips * 3 * 2 * train_macs / 1e9  # forward + backward ~ 3x forward
-    peak = peak16 if cfg.bf16 else peak32
+    peak = peak16 if cfg.amp else peak32
     final = json.loads((run_dir / "eval_val.json").read_text())
     best = checkpoint.read(run_dir / "best.pt")["metrics"]
     return {
@@ -102,7 +102,7 @@ def summarize_run(run_dir: str | Path, recipe: str, peaks: tuple[float, float] |
         "images_per_s_median": median_ips, "train_gflops": train_gflops,
         "matmul_peak_gflops_fp32": peak32, "matmul_peak_gflops_bf16": peak16,
         "peaks_measured": "with the run" if peaks else "after the run",
-        "fraction_of_peak": train_gflops / peak, "peak_used": "bf16" if cfg.bf16 else "fp32",
+        "fraction_of_peak": train_gflops / peak, "peak_used": "bf16" if cfg.amp else "fp32",
         "val_acc_at_minutes": {str(t): accuracy_at(rows, t) for t in TIME_POINTS_MIN},
         "best_val_acc": best.get("val_acc"), "val_acc_tta": final["accuracy"], "val_macro_f1_tta": final["macro_f1"],
         "tta": final.get("tta"),

@@ -21,7 +21,7 @@ def augment(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | No
     `crop` > 0 also cuts a random crop-by-crop window per image, inside the same resampling
     (so it costs nothing extra, and the network then runs on fewer pixels)."""
     b, h = x.shape[0], x.shape[-1]
-    rand = lambda *s: torch.rand(*s, generator=generator)
+    rand = lambda *s: torch.rand(*s, generator=generator, device=x.device)  # the generator lives there too
     crop = crop if 0 < crop < h else 0
     if cfg.rotate_deg or cfg.scale or cfg.shift or cfg.flip or crop:
         ang = (rand(b) * 2 - 1) * math.radians(cfg.rotate_deg)
@@ -49,8 +49,8 @@ def augment(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | No
         ew = (torch.sqrt(area / aspect) * w).clamp(1, w)
         y0 = rand(b) * (h - eh)
         x0 = rand(b) * (w - ew)
-        ys = torch.arange(h).view(1, h, 1)
-        xs = torch.arange(w).view(1, 1, w)
+        ys = torch.arange(h, device=x.device).view(1, h, 1)
+        xs = torch.arange(w, device=x.device).view(1, 1, w)
         box = ((ys >= y0.view(b, 1, 1)) & (ys < (y0 + eh).view(b, 1, 1))
                & (xs >= x0.view(b, 1, 1)) & (xs < (x0 + ew).view(b, 1, 1)))  # (B, H, W)
         box &= (rand(b) < cfg.erase).view(b, 1, 1)
@@ -64,14 +64,15 @@ def mix(x: torch.Tensor, y: torch.Tensor, num_classes: int, mixup: float, cutmix
     target = F.one_hot(y, num_classes).float()
     if not mixup and not cutmix:
         return x, target
-    use_cut = cutmix > 0 and (mixup == 0 or torch.rand(1, generator=generator).item() < 0.5)
+    use_cut = cutmix > 0 and (mixup == 0 or torch.rand(1, generator=generator, device=x.device).item() < 0.5)
     alpha = cutmix if use_cut else mixup
     lam = float(torch.distributions.Beta(alpha, alpha).sample())
-    perm = torch.randperm(x.shape[0], generator=generator)
+    perm = torch.randperm(x.shape[0], generator=generator, device=x.device)
     if use_cut:
         h, w = x.shape[-2:]
         ch, cw = int(h * math.sqrt(1 - lam)), int(w * math.sqrt(1 - lam))
-        cy, cx = torch.randint(h, (1,), generator=generator).item(), torch.randint(w, (1,), generator=generator).item()
+        cy = torch.randint(h, (1,), generator=generator, device=x.device).item()
+        cx = torch.randint(w, (1,), generator=generator, device=x.device).item()
         y0, y1, x0, x1 = max(cy - ch // 2, 0), min(cy + ch // 2, h), max(cx - cw // 2, 0), min(cx + cw // 2, w)
         x = x.clone()
         x[:, :, y0:y1, x0:x1] = x[perm, :, y0:y1, x0:x1]

@@ -19,6 +19,7 @@ class EvaluateConfig:
     out: str | None = option(None, "folder for eval_<split>.json and confusion files (default: the run "
                                    "directory when MODEL is a run)", metavar="DIR")
     skip_bad: bool = option(False, "skip unreadable images and list them")
+    device: str = option("auto", "where to run the model: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
 
     def __post_init__(self):
         problems = []

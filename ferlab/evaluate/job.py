@@ -6,6 +6,7 @@ from pathlib import Path
 import torch
 
 from .. import checkpoint, data, labels
+from ..devices import resolve
 from ..fileio import write_json
 from .calibration import reliability
 from .config import EvaluateConfig
@@ -16,13 +17,14 @@ from .tta import predict_logits
 
 def evaluate(ref: str | Path, data_path: str | Path, split: str = "val", tta: str | None = None,
              out_dir: str | Path | None = None, json_path: str | Path | None = None,
-             skip_bad: bool = False) -> dict:
+             skip_bad: bool = False, device: str = "cpu") -> dict:
     """Evaluate a checkpoint ('default', a .pt file or a run directory) on a dataset split.
 
     Writes eval_<split>.json, confusion_<split>.csv and .png into `out_dir` (default: the run
     directory for a run, else nothing) and the JSON also to `json_path` when given.
     """
     loaded = checkpoint.load(ref)
+    loaded.model.to(resolve(device))  # batches follow the model (predict_logits)
     pp = loaded.preprocess
     ds = data.load(data_path, split, size=pp.size, channels=pp.channels, skip_bad=skip_bad)
     # The dataset's classes mapped into the checkpoint's label set by name, never by position.
@@ -32,7 +34,7 @@ def evaluate(ref: str | Path, data_path: str | Path, split: str = "val", tta: st
         tta = loaded.meta.get("config", {}).get("tta", "none")
     logits = predict_logits(loaded.model, ds.images, pp, tta)
     m = metrics(y_true, logits.argmax(1).numpy(), loaded.classes)
-    m.update({"split": split, "data": str(data_path), "checkpoint": loaded.path, "tta": tta,
+    m.update({"split": split, "data": str(data_path), "checkpoint": loaded.path, "tta": tta, "device": device,
               "skipped": [list(s) for s in ds.skipped]})
     # Probabilities as every other verb shows them: divided by the checkpoint's temperature.
     t = loaded.temperature
@@ -51,4 +53,4 @@ def evaluate(ref: str | Path, data_path: str | Path, split: str = "val", tta: st
 
 def run(cfg: EvaluateConfig) -> dict:
     return evaluate(cfg.model, cfg.data, cfg.split, tta=cfg.tta, out_dir=cfg.out, json_path=cfg.json,
-                    skip_bad=cfg.skip_bad)
+                    skip_bad=cfg.skip_bad, device=cfg.device)

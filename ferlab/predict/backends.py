@@ -10,6 +10,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from ..devices import autocast, resolve
+
 
 class Classifier(Protocol):
     def __call__(self, x: np.ndarray) -> np.ndarray: ...
@@ -18,19 +20,21 @@ class Classifier(Protocol):
 class TorchClassifier:
     """A checkpoint's PyTorch model as a float32 (B, C, H, W) -> logits (B, K) numpy callable.
 
-    Runs in channels_last (oneDNN's fast path on CPU; same logits to ~1e-6). `bf16=True` adds
-    bfloat16 autocast: ~3.5x the faces/s of fp32 for FerNet-S at batch 64 on CPUs with AMX, with
-    logits off by up to ~0.1 (see `ferlab bench infer`), so it is opt-in.
+    Runs on `device` in channels_last (oneDNN's fast path on CPU; same logits to ~1e-6). `amp=True`
+    adds mixed precision (bfloat16 on CPUs): ~3.5x the faces/s of fp32 for FerNet-S at batch 64 on
+    CPUs with AMX, with logits off by up to ~0.1 (see `ferlab bench infer`), so it is opt-in.
     """
 
-    def __init__(self, model: torch.nn.Module, bf16: bool = False):
-        self.model = model.eval().to(memory_format=torch.channels_last)
-        self.bf16 = bf16
+    def __init__(self, model: torch.nn.Module, amp: bool = False, device: torch.device | str = "cpu"):
+        self.device = resolve(device)
+        self.model = model.eval().to(self.device, memory_format=torch.channels_last)
+        self.amp = amp
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-            return self.model(t).float().numpy()
+        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
+        t = t.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), autocast(self.device, self.amp):
+            return self.model(t).float().cpu().numpy()
 
 
 def onnx_classifier(path: str | Path) -> Classifier:

@@ -43,8 +43,9 @@ class PredictConfig:
                                    "'tiny'), or an .onnx file with --backend onnx")
     detector: DetectorConfig = option(factory=DetectorConfig, help="face detection")
     backend: Literal["torch", "onnx"] = option("torch", "inference engine")
-    bf16: bool = option(False, "with --backend torch: bfloat16 autocast (about 3.5x the faces/s of the default "
-                               "model on AMX CPUs; logits differ slightly)")
+    device: str = option("auto", "with --backend torch: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
+    amp: bool = option(False, "with --backend torch: mixed precision, bfloat16 on CPUs (about 3.5x the faces/s of "
+                              "the default model on AMX CPUs; logits differ slightly)", aliases=("--bf16",))
     onnx: str | None = option(None, "with --backend onnx: an export of --model (default: export now)",
                               metavar="FILE")
     out: str | None = option(None, "folder for annotated images (and predictions.json); videos and the webcam "
@@ -71,8 +72,8 @@ class PredictConfig:
             problems.append("give at least one PATH, --webcam N or --demo")
         if self.onnx is not None and self.backend != "onnx":
             problems.append("an ONNX file was given but the backend is not 'onnx'")
-        if self.bf16 and self.backend != "torch":
-            problems.append("bf16 applies to the torch backend only")
+        if self.amp and self.backend != "torch":
+            problems.append("amp (bf16) applies to the torch backend only")
         if self.stride < 1:
             problems.append(f"stride must be >= 1, got {self.stride}")
         if not 0 <= self.smoothing < 1:

@@ -73,13 +73,15 @@ class Recognizer:
     align: rotate crops so the eyes are level when the detector gives landmarks.
     small_side: images whose long side is at most this are taken as face crops without detection
     (default: twice the model's input side).
-    bf16: bfloat16 autocast for the PyTorch backend (faster on AMX CPUs, logits less exact).
+    amp: mixed precision for the PyTorch backend (bfloat16 on CPUs: faster on AMX, logits less exact).
+    device: where the PyTorch backend runs ('auto', 'cpu', 'cuda', 'cuda:N', 'mps'); faces of a
+    batch are classified together there.
     """
 
     def __init__(self, model: str | Path | Loaded | None = None,
                  detector: DetectorConfig | str | Detector = "yunet", backend: Literal["torch", "onnx"] = "torch", *,
                  align: bool = True, small_side: int | None = None, batch_size: int = 64,
-                 onnx_path: str | Path | None = None, bf16: bool = False):
+                 onnx_path: str | Path | None = None, amp: bool = False, device: str = "auto"):
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
         self.backend = backend
@@ -95,7 +97,7 @@ class Recognizer:
             self.classes, self.preprocess = list(self.loaded.classes), self.loaded.preprocess
             self.temperature = self.loaded.temperature  # the checkpoint's calibration, for every backend
             if backend == "torch":
-                self.classifier = TorchClassifier(self.loaded.model, bf16=bf16)
+                self.classifier = TorchClassifier(self.loaded.model, amp=amp, device=device)
             else:
                 if onnx_path is None:
                     from ..export.onnx import export_onnx

@@ -1,4 +1,5 @@
-"""Training: `config` (TrainConfig, recipes; torch-free), `loop` (fit, resume, one epoch),
+"""Training: `config` (TrainConfig, recipes; torch-free), `loop` (fit, resume, one epoch), `restore`
+(continuing from last.pt), `distributed` (torchrun, DDP),
 `state` (TrainState, RNG streams), `optim` (optimizer, schedule, EMA), `guards`, `history`
 (metrics.csv) and `finish` (the final scoring of best.pt)."""
 from ..lazy import exports

@@ -61,9 +61,13 @@ class TrainConfig:
         "val_acc", "validation metric for the best checkpoint, early stopping and plateau")
     max_minutes: float = option(0.0, "stop after the epoch that passes this wall-clock budget (0 = none)")
     chance_epochs: int = option(3, "warn when val accuracy is still at chance level after this many epochs")
-    bf16: bool = option(True, "bfloat16 autocast for convolutions/matmuls (fast on CPUs with AMX/AVX512-BF16)")
-    channels_last: bool = option(True, "channels_last memory format (oneDNN's fast path on CPU)")
-    threads: int = option(0, "torch threads; 0 = all cores")
+    device: str = option("auto", "where to train: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps; under "
+                                 "torchrun each process takes cuda:LOCAL_RANK")
+    amp: bool = option(True, "mixed precision: bfloat16 autocast where the device has it (CPUs with AMX/AVX512-BF16, "
+                             "recent GPUs), else float16 with a gradient scaler", aliases=("--bf16",))
+    channels_last: bool = option(True, "channels_last memory format (oneDNN's and cuDNN's fast path)")
+    sync_bn: bool = option(False, "distributed runs on GPUs: SyncBatchNorm (BatchNorm statistics over the global batch)")
+    threads: int = option(0, "torch threads per process; 0 = the cores divided by the processes on this machine")
     seed: int = option(0, "random seed")
     out: str = option("runs", "parent folder of run directories")
     name: str = option("", "run name; default: <arch>-<timestamp>")
@@ -121,7 +125,7 @@ RECIPES: dict[str, dict] = {
                  schedule="cosine", lr_floor=1e-3, label_smoothing=0.1, augment="standard", ema=0.999, tta="flip"),
     # How the course reports trained: Adam 1e-3, no augmentation, constant LR.
     "report": dict(epochs=30, batch_size=64, optimizer="adam", lr=1e-3, weight_decay=0.0, schedule="constant",
-                   augment="none", tta="none", bf16=False),
+                   augment="none", tta="none", amp=False),
 }
 
 
@@ -134,9 +138,12 @@ def recipe(name: str) -> dict:
 
 def upgrade(values: dict, where: str) -> dict:
     """Options written by earlier ferlab versions, in today's names (with a warning):
-    `model` is `arch`; the schedule `onecycle` was warm-up + cosine to 1e-3, the old `cosine`
-    the same to 1e-2."""
+    `model` is `arch`, `bf16` is `amp`; the schedule `onecycle` was warm-up + cosine to 1e-3, the
+    old `cosine` the same to 1e-2."""
     values = dict(values)
+    if "bf16" in values:
+        values.setdefault("amp", values.pop("bf16"))
+        values.pop("bf16", None)
     if "model" in values:
         warnings.warn(f"{where}: option 'model' is now called 'arch'", DeprecationWarning, stacklevel=3)
         values.setdefault("arch", values.pop("model"))

@@ -40,7 +40,7 @@ def diagnose_divergence(what: str, epoch: int, lr: float, cfg: TrainConfig) -> s
     """`what` went NaN/inf (the loss at a step, or the weights after an epoch): why, and what to try."""
     return (f"{what} became NaN/inf at epoch {epoch} (lr {lr:.3g}). Likely causes: learning rate "
             f"too high for {cfg.optimizer} (try --lr {cfg.lr / 10:g}); an output activation on the model head; "
-            "inputs not normalised; bf16 overflow in a custom layer (try --no-bf16). The run stopped; "
+            "inputs not normalised; bf16/fp16 overflow in a custom layer (try --no-amp). The run stopped; "
             "best.pt, if any, holds the last good (finite) weights.")
 
 

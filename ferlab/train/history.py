@@ -1,4 +1,5 @@
-"""`metrics.csv`: one row per epoch. The only writer and reader of the file."""
+"""`metrics.csv`: one row per epoch (the fixed `FIELDS`, then validation precision and recall per
+class). The only writer and reader of the file."""
 from __future__ import annotations
 
 import csv
@@ -8,14 +9,21 @@ FIELDS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_macro_
           "images_per_s"]
 
 
-def start(path: str | Path) -> None:
+def columns(classes: list[str]) -> list[str]:
+    return FIELDS + [f"val_{k}_{c}" for c in classes for k in ("precision", "recall")]
+
+
+def start(path: str | Path, classes: list[str] = ()) -> None:
     with open(path, "w", newline="") as f:
-        csv.writer(f).writerow(FIELDS)
+        csv.writer(f).writerow(columns(list(classes)))
 
 
 def append(path: str | Path, row: dict) -> None:
+    """Write `row` under the file's own header (runs started by older versions have fewer columns)."""
+    with open(path, newline="") as f:
+        header = next(csv.reader(f), FIELDS)
     with open(path, "a", newline="") as f:
-        csv.writer(f).writerow([row[k] for k in FIELDS])
+        csv.writer(f).writerow([row.get(k, "") for k in header])
 
 
 def read(path: str | Path) -> list[dict]:

@@ -1,4 +1,5 @@
-"""The fit loop: in-memory uint8 data, batched augmentation, guards, checkpoints, metrics.csv.
+"""The fit loop: uint8 data on the training device, batched augmentation there, mixed precision,
+guards, checkpoints, metrics.csv; one process or many (torchrun, see `distributed`).
 
 A run directory holds `config.yaml`, `metrics.csv`, `best.pt` (the best validation epoch) and
 `last.pt` (everything needed to resume: weights, optimizer, EMA, `TrainState`, RNG states).
@@ -9,6 +10,7 @@ import os
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,78 +21,118 @@ from tqdm import tqdm
 from .. import checkpoint, data
 from ..data.augment import augment, mix
 from ..data.augment_config import preset
+from ..devices import autocast, describe, grad_scaler
 from ..evaluate.metrics import metrics
 from ..evaluate.tta import predict_logits
 from ..fileio import clean_stale_tmp
 from ..models import count_params, create_model, get_spec
 from ..preprocess import Preprocess
-from . import config as config_mod, history
+from . import config as config_mod, distributed, history
 from .config import TrainConfig, with_channels
 from .finish import finish
 from .guards import TrainingDiverged, chance_warning, check_head, check_logits, diagnose_divergence
 from .optim import lr_at, make_ema, make_optimizer, make_plateau
-from .state import TrainState, rng_state, set_rng_state
+from .restore import restore
+from .state import TrainState, rng_state
 
 
 def _log(msg: str) -> None:
     print(msg, flush=True)  # flushed: runs are often followed through a redirected log file
 
 
-def train_one_epoch(model, opt, train: data.FaceData, cfg: TrainConfig, pp: Preprocess, state: TrainState,
-                    ema, class_weights, g: torch.Generator) -> dict:
+@dataclass
+class Job:
+    """Everything one epoch needs; `images`/`labels` are the training split on the training device."""
+
+    cfg: TrainConfig
+    ctx: distributed.Context
+    model: torch.nn.Module
+    """The model being trained (DistributedDataParallel-wrapped in a distributed run)."""
+    opt: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None
+    ema: torch.optim.swa_utils.AveragedModel | None
+    pp: Preprocess
+    images: torch.Tensor
+    labels: torch.Tensor
+    num_classes: int
+    class_weights: torch.Tensor | None
+    g_order: torch.Generator
+    """CPU generator of the epoch permutation: the same seed on every rank."""
+    g_aug: torch.Generator
+    """Augmentation generator, on the device, seeded per rank."""
+    state: TrainState
+
+
+def epoch_order(job: Job) -> torch.Tensor:
+    """This rank's sample indices for the next epoch (a shard of one shared permutation)."""
+    n = len(job.labels)
+    if job.cfg.balance == "sampler":
+        labels = job.labels.cpu()
+        counts = torch.bincount(labels, minlength=job.num_classes).float()
+        order = torch.multinomial((1.0 / counts)[labels], n, replacement=True, generator=job.g_order)
+    else:
+        order = torch.randperm(n, generator=job.g_order)
+    return distributed.shard(order, job.ctx).to(job.ctx.device)
+
+
+def train_one_epoch(job: Job) -> dict:
+    cfg, ctx, state, model = job.cfg, job.ctx, job.state, job.model
     model.train()
     aug = preset(cfg.augment)
-    n = len(train)
-    if cfg.balance == "sampler":
-        counts = torch.bincount(train.labels, minlength=len(train.classes)).float()
-        order = torch.multinomial((1.0 / counts)[train.labels], n, replacement=True, generator=g)
-    else:
-        order = torch.randperm(n, generator=g)
-    steps = n // cfg.batch_size
+    order = epoch_order(job)
+    steps = len(order) // cfg.batch_size
     t0 = time.perf_counter()
-    loss_sum, correct, seen = 0.0, 0, 0
-    lr = opt.param_groups[0]["lr"]
-    bar = tqdm(range(steps), desc=f"epoch {state.epoch}", leave=False, disable=not sys.stderr.isatty())
+    stats = torch.zeros(3, dtype=torch.float64, device=ctx.device)  # loss sum, correct, seen (no per-step sync)
+    lr = job.opt.param_groups[0]["lr"]
+    bar = tqdm(range(steps), desc=f"epoch {state.epoch}", leave=False, disable=not (sys.stderr.isatty() and ctx.main))
     for i in bar:
         if cfg.schedule != "plateau":  # plateau: ReduceLROnPlateau owns the optimizer's lr
             lr = lr_at(state, cfg)
-            for group in opt.param_groups:
+            for group in job.opt.param_groups:
                 group["lr"] = lr
         idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-        y = train.labels[idx]
-        x = augment(pp.normalize(train.images[idx]), aug, g, crop=cfg.train_crop)
-        x, target = mix(x, y, len(train.classes), cfg.mixup, cfg.cutmix, g)
+        y = job.labels[idx]
+        x = augment(job.pp.normalize(job.images[idx]), aug, job.g_aug, crop=cfg.train_crop)
+        x, target = mix(x, y, job.num_classes, cfg.mixup, cfg.cutmix, job.g_aug)
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+        with autocast(ctx.device, cfg.amp):
             logits = model(x)
         if state.step == 0:
-            check_logits(logits.detach().float(), len(train.classes))
-        loss = F.cross_entropy(logits.float(), target, weight=class_weights, label_smoothing=cfg.label_smoothing)
-        if not torch.isfinite(loss):
+            check_logits(logits.detach().float(), job.num_classes)
+        loss = F.cross_entropy(logits.float(), target, weight=job.class_weights, label_smoothing=cfg.label_smoothing)
+        # every rank learns of a NaN on any rank at the same step, so all stop together
+        if distributed.any_rank(not torch.isfinite(loss).item(), ctx):
             raise TrainingDiverged(diagnose_divergence(f"the loss (step {i})", state.epoch, lr, cfg))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if ema is not None:
-            ema.update_parameters(model)
+        job.opt.zero_grad(set_to_none=True)
+        if job.scaler is not None:  # float16 autocast: scale the loss so small gradients survive
+            job.scaler.scale(loss).backward()
+            job.scaler.step(job.opt)
+            job.scaler.update()
+        else:
+            loss.backward()
+            job.opt.step()
+        if job.ema is not None:
+            job.ema.update_parameters(distributed.unwrap(model))
         state.step += 1
-        loss_sum += loss.item() * len(y)
-        correct += (logits.argmax(1) == y).sum().item()
-        seen += len(y)
-        if i % 20 == 0:
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+        stats += torch.stack([loss.detach().double() * len(y), (logits.argmax(1) == y).sum().double(),
+                              torch.tensor(float(len(y)), dtype=torch.float64, device=ctx.device)])
+        if i % 20 == 0 and ctx.main:
+            s = stats.tolist()
+            bar.set_postfix(loss=f"{s[0] / s[2]:.3f}", acc=f"{s[1] / s[2]:.3f}")
     dt = time.perf_counter() - t0
+    loss_sum, correct, seen = distributed.sum_all(stats.tolist(), ctx)
     return {"train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1), "lr": lr,
             "seconds": dt, "images_per_s": seen / dt}
 
 
 def validate(model, val: data.FaceData, pp: Preprocess, cfg: TrainConfig, tta: str = "none",
-             bf16: bool = False) -> dict:
-    logits = predict_logits(model, val.images, pp, tta, channels_last=cfg.channels_last, bf16=bf16)
+             amp: bool = False) -> dict:
+    logits = predict_logits(model, val.images, pp, tta, channels_last=cfg.channels_last, amp=amp)
     m = metrics(val.labels.numpy(), logits.argmax(1).numpy(), val.classes)
     loss = F.cross_entropy(logits, val.labels).item()
-    return {"val_loss": loss, "val_acc": m["accuracy"], "val_macro_f1": m["macro_f1"], "full": m}
+    per_class = {f"val_{k}_{c}": r[k] for c, r in m["per_class"].items() for k in ("precision", "recall")}
+    return {"val_loss": loss, "val_acc": m["accuracy"], "val_macro_f1": m["macro_f1"], **per_class}
 
 
 def load_data(cfg: TrainConfig, size: int, channels: int,
@@ -122,30 +164,38 @@ def _is_better(value: float, best: float | None, monitor: str) -> bool:
     return value < best if monitor == "val_loss" else value > best
 
 
-def _resume_classes(cfg: TrainConfig, last: dict, run_dir: Path) -> list[str]:
-    """The run's label set, by name: resuming with other classes would train on permuted labels."""
-    saved = list(last["classes"])
-    if cfg.classes and set(cfg.classes) != set(saved):
-        raise ValueError(f"cannot resume {run_dir}: it was trained on classes {saved}, but --classes gives "
-                         f"{list(cfg.classes)}; resume without --classes or start a new run")
-    return saved
+def _threads(cfg: TrainConfig) -> int:
+    # torchrun's processes on one machine share its cores
+    return cfg.threads or max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
 def fit(cfg: TrainConfig, run_dir: str | Path | None = None, resume: bool = False, log=_log) -> Path:
-    """Train per `cfg`; returns the run directory holding best.pt, last.pt, metrics.csv and plots."""
+    """Train per `cfg`; returns the run directory holding best.pt, last.pt, metrics.csv and plots.
+    Under torchrun every process calls this; rank 0 alone writes files and logs."""
+    ctx = distributed.setup(cfg.device)
+    try:
+        return _fit(cfg, ctx, run_dir, resume, log if ctx.main else (lambda m: None))
+    finally:
+        distributed.teardown(ctx)
+
+
+def _fit(cfg: TrainConfig, ctx: distributed.Context, run_dir, resume: bool, log) -> Path:
     spec = get_spec(cfg.arch)
     size = cfg.image_size or spec.input_size
     channels = cfg.channels or spec.in_chans
-    torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
+    torch.set_num_threads(_threads(cfg))
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     if cfg.train_crop > size:
         raise ValueError(f"train_crop {cfg.train_crop} exceeds the {size}-pixel input of {cfg.arch}; "
                          f"choose a crop of at most {size} (or 0 for none)")
+    if cfg.sync_bn and ctx.device.type != "cuda":
+        raise ValueError("sync_bn needs CUDA devices (PyTorch's SyncBatchNorm runs on GPUs only); drop --sync-bn")
     cfg = with_channels(cfg, channels)
     pp = Preprocess(size=size, channels=channels, mean=cfg.mean, std=cfg.std, crop_margin=cfg.crop_margin)
 
-    run_dir = Path(run_dir) if run_dir else Path(cfg.out) / (cfg.name or f"{cfg.arch}-{time.strftime('%Y%m%d-%H%M%S')}")
+    name = cfg.name or distributed.broadcast(f"{cfg.arch}-{time.strftime('%Y%m%d-%H%M%S')}", ctx)
+    run_dir = Path(run_dir) if run_dir else Path(cfg.out) / name
     if not resume and ((run_dir / "last.pt").exists() or (run_dir / "best.pt").exists()):
         raise FileExistsError(f"{run_dir} already holds a run; resume it with `ferlab train --resume {run_dir}` "
                               "or choose another --name")
@@ -161,129 +211,115 @@ def fit(cfg: TrainConfig, run_dir: str | Path | None = None, resume: bool = Fals
     log(f"data: train {len(train)} {train.class_counts()} | val {len(val)} "
         f"({time.perf_counter() - t_load:.2f}s to load)")
     classes = train.classes
+    device = ctx.device
     model = create_model(cfg.arch, num_classes=len(classes), in_chans=channels, input_size=size)
     check_head(model, cfg.arch)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    opt = make_optimizer(model, cfg)
-    plateau = make_plateau(opt, cfg)
-    ema = make_ema(model, cfg.ema)
+    model = model.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)
+    steps_per_epoch = len(train) // ctx.world // cfg.batch_size
+    if steps_per_epoch < 1:
+        raise ValueError(f"batch size {cfg.batch_size} x {ctx.world} process(es) exceeds the {len(train)} training "
+                         "images; lower --batch-size")
+    pinned = device.type == "cuda"  # the uint8 split goes to the device once, not per batch
+    images = (train.images.pin_memory() if pinned else train.images).to(device, non_blocking=pinned)
     class_weights = None
     if cfg.balance == "weights":
         counts = torch.bincount(train.labels, minlength=len(classes)).float().clamp(min=1)
-        class_weights = len(train) / (len(classes) * counts)
-    steps_per_epoch = len(train) // cfg.batch_size
-    if steps_per_epoch < 1:
-        raise ValueError(f"batch size {cfg.batch_size} exceeds the {len(train)} training images; lower --batch-size")
-    state = TrainState(total_steps=steps_per_epoch * cfg.epochs, warmup_steps=int(steps_per_epoch * cfg.warmup_epochs))
-    g = torch.Generator().manual_seed(cfg.seed)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    for p in clean_stale_tmp(run_dir):
-        log(f"removed {p.name}, a temp file left by an interrupted save")
+        class_weights = (len(train) / (len(classes) * counts)).to(device)
+    job = Job(cfg, ctx, model, make_optimizer(model, cfg), grad_scaler(device, cfg.amp), make_ema(model, cfg.ema),
+              pp, images, train.labels.to(device), len(classes), class_weights,
+              torch.Generator().manual_seed(cfg.seed), torch.Generator(device).manual_seed(cfg.seed + 1 + ctx.rank),
+              TrainState(total_steps=steps_per_epoch * cfg.epochs, warmup_steps=int(steps_per_epoch * cfg.warmup_epochs)))
+    plateau = make_plateau(job.opt, cfg)
     metrics_path = run_dir / "metrics.csv"
+    if ctx.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for p in clean_stale_tmp(run_dir):
+            log(f"removed {p.name}, a temp file left by an interrupted save")
     if last is not None:
-        state = _restore(last, run_dir, cfg, model, opt, plateau, ema, g, steps_per_epoch, log)
-        dropped = history.truncate(metrics_path, state.epoch)
-        if dropped:
-            log(f"metrics.csv: dropped {dropped} row(s) after epoch {state.epoch}, written after last.pt was saved")
-    else:
-        history.start(metrics_path)
-    config_mod.save(cfg, run_dir / "config.yaml")  # on resume too: overrides such as --epochs are recorded
+        job.state = restore(last, run_dir, job, plateau, steps_per_epoch, log)
+        if ctx.main:
+            dropped = history.truncate(metrics_path, job.state.epoch)
+            if dropped:
+                log(f"metrics.csv: dropped {dropped} row(s) after epoch {job.state.epoch}, written after last.pt")
+    elif ctx.main:
+        history.start(metrics_path, classes)
+    if ctx.main:
+        config_mod.save(cfg, run_dir / "config.yaml")  # on resume too: overrides such as --epochs are recorded
+    job.model = distributed.wrap(model, ctx, cfg.sync_bn)
+    _epochs(job, plateau, train, val, classes, run_dir, log)
+    if ctx.main:
+        finish(run_dir, cfg, val, log)
+    return run_dir
 
+
+def _epochs(job: Job, plateau, train: data.FaceData, val: data.FaceData, classes: list[str], run_dir: Path,
+            log) -> None:
+    cfg, ctx, state = job.cfg, job.ctx, job.state
+    model = distributed.unwrap(job.model)
     base_meta = {"params": count_params(model), "train_size": len(train), "val_size": len(val),
-                 "class_counts": train.class_counts()}
+                 "class_counts": train.class_counts(), "processes": ctx.world, **describe(ctx.device, cfg.amp)}
 
     def payload(weights_model, metrics_, **extra):
-        return checkpoint.make_payload(weights_model, cfg.arch, classes, pp, config=cfg.to_dict(),
+        return checkpoint.make_payload(weights_model, cfg.arch, classes, job.pp, config=cfg.to_dict(),
                                        metrics={**base_meta, **metrics_}, epoch=state.epoch, extra=extra)
 
     warned = False
     while state.epoch < cfg.epochs:
         state.epoch += 1
         t0 = time.perf_counter()
-        tr = train_one_epoch(model, opt, train, cfg, pp, state, ema, class_weights, g)
-        eval_model = ema.module if ema is not None else model
-        if checkpoint.non_finite(eval_model.state_dict()):  # e.g. BatchNorm variances at inf, loss still finite
+        tr = train_one_epoch(job)
+        eval_model = job.ema.module if job.ema is not None else model
+        # e.g. BatchNorm variances at inf while the loss is still finite
+        if distributed.any_rank(bool(checkpoint.non_finite(eval_model.state_dict())), ctx):
             raise TrainingDiverged(diagnose_divergence("the weights", state.epoch, tr["lr"], cfg))
-        va = validate(eval_model, val, pp, cfg, bf16=cfg.bf16)  # per-epoch: bf16 is 3x faster
+        va = distributed.broadcast(validate(eval_model, val, job.pp, cfg, amp=cfg.amp) if ctx.main else None, ctx)
         state.elapsed += time.perf_counter() - t0
-        row = {"epoch": state.epoch, **tr, **{k: v for k, v in va.items() if k != "full"}, "elapsed": state.elapsed}
-        history.append(metrics_path, row)
+        row = {"epoch": state.epoch, **tr, **va, "elapsed": state.elapsed}
         value = row[cfg.monitor]
         improved = _is_better(value, state.best, cfg.monitor)
+        if ctx.main:
+            history.append(run_dir / "metrics.csv", row)
         log(f"epoch {state.epoch}/{cfg.epochs}  train loss {tr['train_loss']:.3f} acc {tr['train_acc']:.3f}  "
             f"val loss {va['val_loss']:.3f} acc {va['val_acc']:.4f} f1 {va['val_macro_f1']:.3f}  "
             f"{tr['images_per_s']:.0f} img/s  {state.elapsed / 60:.1f} min{'  *' if improved else ''}")
         if improved:
             state.best, state.best_epoch, state.bad_epochs = value, state.epoch, 0
-            checkpoint.save(payload(eval_model, {"val_acc": va["val_acc"], "val_macro_f1": va["val_macro_f1"],
-                                                 "val_loss": va["val_loss"], "best_epoch": state.epoch,
-                                                 "monitor": cfg.monitor, "best": value}),
-                            run_dir / "best.pt")
+            if ctx.main:
+                checkpoint.save(payload(eval_model, {"val_acc": va["val_acc"], "val_macro_f1": va["val_macro_f1"],
+                                                     "val_loss": va["val_loss"], "best_epoch": state.epoch,
+                                                     "monitor": cfg.monitor, "best": value}), run_dir / "best.pt")
         else:
             state.bad_epochs += 1
         if plateau is not None:
             plateau.step(value)
-        checkpoint.save(payload(model, {"val_acc": va["val_acc"]}, optimizer=opt.state_dict(),
-                                ema=ema.state_dict() if ema is not None else None,
-                                plateau=plateau.state_dict() if plateau is not None else None,
-                                train_state=state.to_dict(), rng=rng_state(g)), run_dir / "last.pt")
-        if not warned and state.epoch >= cfg.chance_epochs:
-            msg = chance_warning(va["val_acc"], val.labels, len(classes), state.epoch)
-            if msg:
-                warnings.warn(msg, RuntimeWarning, stacklevel=2)
-                warned = True
+        rngs = distributed.gather(rng_state(job.g_order, job.g_aug), ctx)  # each rank's streams
+        if ctx.main:
+            checkpoint.save(payload(model, {"val_acc": va["val_acc"]}, optimizer=job.opt.state_dict(),
+                                    ema=job.ema.state_dict() if job.ema is not None else None,
+                                    scaler=job.scaler.state_dict() if job.scaler is not None else None,
+                                    plateau=plateau.state_dict() if plateau is not None else None,
+                                    train_state=state.to_dict(), rng=rngs[0], rng_ranks=rngs), run_dir / "last.pt")
+            if not warned and state.epoch >= cfg.chance_epochs:
+                msg = chance_warning(va["val_acc"], val.labels, len(classes), state.epoch)
+                if msg:
+                    warnings.warn(msg, RuntimeWarning, stacklevel=2)
+                    warned = True
         if cfg.early_stop and state.bad_epochs >= cfg.early_stop:
             log(f"early stopping: no {cfg.monitor} improvement for {cfg.early_stop} epochs")
             break
-        if cfg.max_minutes and state.elapsed >= cfg.max_minutes * 60:
+        # rank 0's clock decides, so that every rank stops after the same epoch
+        if distributed.broadcast(bool(cfg.max_minutes and state.elapsed >= cfg.max_minutes * 60), ctx):
             log(f"time budget of {cfg.max_minutes} min reached")
             break
-    finish(run_dir, cfg, val, log)
-    return run_dir
 
 
-def _restore(last: dict, run_dir: Path, cfg: TrainConfig, model, opt, plateau, ema, g: torch.Generator,
-             steps_per_epoch: int, log) -> TrainState:
-    """Model, optimizer, EMA, schedule, RNG streams and the best metric of an interrupted run."""
-    where = run_dir / "last.pt"
-    missing = [k for k in ("optimizer", "train_state", "rng") if last.get(k) is None]
-    if missing:
-        raise ValueError(f"{where} cannot be resumed: it holds no {', '.join(missing)} (is it a shipped copy?)")
-    if last["model"]["name"] != cfg.arch:
-        raise ValueError(f"cannot resume {run_dir} as {cfg.arch!r}: last.pt holds a {last['model']['name']!r}")
-    try:
-        model.load_state_dict(last["state_dict"])
-        opt.load_state_dict(last["optimizer"])
-        if ema is not None and last.get("ema") is not None:
-            ema.load_state_dict(last["ema"])
-        if plateau is not None and last.get("plateau") is not None:
-            plateau.load_state_dict(last["plateau"])
-    except (RuntimeError, ValueError, KeyError) as e:
-        raise ValueError(f"{where} does not fit this run's config ({' '.join(str(e).split())[:300]}); "
-                         "resume with the options it was trained with") from None
-    state = TrainState.from_dict(last["train_state"])
-    set_rng_state(last["rng"], g)
-    # The best metric comes from best.pt on disk: a kill between saving best.pt and last.pt must not
-    # let the re-run epoch overwrite a better best.pt.
-    best_path = run_dir / "best.pt"
-    if best_path.exists():
-        bm = checkpoint.read(best_path).get("metrics", {})
-        if bm.get("monitor", "val_acc") == cfg.monitor and cfg.monitor in bm:
-            state.best, state.best_epoch = float(bm[cfg.monitor]), int(bm.get("best_epoch", 0))
-    old_total = state.total_steps
-    new_total = steps_per_epoch * cfg.epochs
-    if new_total != old_total and cfg.schedule == "cosine":
-        if cfg.restart_schedule:
-            state.schedule_start, state.total_steps = state.step, new_total
-            state.warmup_steps = min(state.warmup_steps, (new_total - state.step) // 10)
-            log(f"schedule: a fresh warm-up + cosine over epochs {state.epoch + 1}-{cfg.epochs}")
-        else:
-            log(f"schedule: keeping the original cosine over {old_total // steps_per_epoch} epochs; epochs beyond "
-                f"it run at its final lr (lr x {cfg.lr_floor:g}). Pass --restart-schedule for a fresh warm-up + "
-                f"cosine over epochs {state.epoch + 1}-{cfg.epochs}")
-    log(f"resuming {run_dir} after epoch {state.epoch} (best {cfg.monitor} {state.best} at epoch {state.best_epoch})")
-    return state
+def _resume_classes(cfg: TrainConfig, last: dict, run_dir: Path) -> list[str]:
+    """The run's label set, by name: resuming with other classes would train on permuted labels."""
+    saved = list(last["classes"])
+    if cfg.classes and set(cfg.classes) != set(saved):
+        raise ValueError(f"cannot resume {run_dir}: it was trained on classes {saved}, but --classes gives "
+                         f"{list(cfg.classes)}; resume without --classes or start a new run")
+    return saved
 
 
 def resume(run_dir: str | Path, log=_log, **overrides) -> Path:

@@ -55,7 +55,7 @@ def make_ema(model: torch.nn.Module, decay: float) -> AveragedModel | None:
         return None
 
     def ema(avg: torch.Tensor, new: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
-        d = min(decay, (1 + float(n)) / (10 + float(n)))
+        d = ((1 + n) / (10 + n)).clamp(max=decay)  # stays a tensor on the device: no sync per step
         return avg + (new - avg) * (1 - d)
 
     return AveragedModel(model, avg_fn=ema, use_buffers=True)

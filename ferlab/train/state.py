@@ -36,18 +36,26 @@ class TrainState:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
-def rng_state(generator: torch.Generator) -> dict:
-    """Every random stream a run draws from, in types that `torch.load(weights_only=True)` reads."""
+def rng_state(order: torch.Generator, aug: torch.Generator) -> dict:
+    """Every random stream a run draws from, in types that `torch.load(weights_only=True)` reads:
+    the epoch permutation, the augmentation generator (on the training device), torch's global
+    CPU (and CUDA) streams, numpy's and Python's."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {"generator": generator.get_state(), "torch": torch.get_rng_state(),
-            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                      "has_gauss": int(has_gauss), "gauss": float(gauss)},
-            "python": random.getstate()}
+    out = {"order": order.get_state(), "aug": aug.get_state(), "torch": torch.get_rng_state(),
+           "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                     "has_gauss": int(has_gauss), "gauss": float(gauss)},
+           "python": random.getstate()}
+    if aug.device.type == "cuda":
+        out["cuda"] = torch.cuda.get_rng_state(aug.device)
+    return out
 
 
-def set_rng_state(state: dict, generator: torch.Generator) -> None:
-    generator.set_state(state["generator"])
+def set_rng_state(state: dict, order: torch.Generator, aug: torch.Generator) -> None:
+    order.set_state(state["order"])
+    aug.set_state(state["aug"])
     torch.set_rng_state(state["torch"])
+    if "cuda" in state and aug.device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], aug.device)
     n = state["numpy"]
     np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
     version, internal, gauss_next = state["python"]

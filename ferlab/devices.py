@@ -1,0 +1,85 @@
+"""Which device to run on, and the mixed precision that fits it.
+
+`resolve("auto")` picks CUDA, then Apple's MPS, then the CPU. Mixed precision (`autocast`) is
+bfloat16 where the device computes it natively (CPUs with AVX512-BF16/AMX run it 3x faster than
+fp32; Ampere and later GPUs), float16 otherwise, and float16 needs a gradient scaler in training
+(`grad_scaler`) because its range is too small for small gradients.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+DEVICES = "auto, cpu, cuda, cuda:N, mps"
+
+
+def resolve(spec: str | torch.device = "auto") -> torch.device:
+    """A device from 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'; asking for one that is not there is
+    an error that says what is."""
+    if isinstance(spec, torch.device):
+        return spec
+    spec = str(spec).strip().lower()
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    if spec == "mps":
+        if not _mps_available():
+            raise ValueError(f"device 'mps' is not available here ({available()}); use --device auto or cpu")
+        return torch.device("mps")
+    if spec == "cuda" or spec.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {spec!r} asked for, but no CUDA GPU is usable here ({available()}); "
+                             "use --device auto or cpu, or install a CUDA build of PyTorch on a machine with a GPU")
+        index = spec.partition(":")[2]
+        if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+            raise ValueError(f"device {spec!r} does not exist: {torch.cuda.device_count()} GPU(s), "
+                             f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+        return torch.device(spec)
+    raise ValueError(f"unknown device {spec!r}; choose one of: {DEVICES}")
+
+
+def _mps_available() -> bool:
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
+def available() -> str:
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return f"{gpus} CUDA GPU(s), MPS {'yes' if _mps_available() else 'no'}, torch {torch.__version__}"
+
+
+def amp_dtype(device: torch.device) -> torch.dtype:
+    """bfloat16 where the device computes it natively, else float16."""
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "mps":
+        return torch.float16
+    return torch.bfloat16
+
+
+def autocast(device: torch.device, enabled: bool):
+    """Mixed-precision autocast for `device` (a no-op context when disabled)."""
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=amp_dtype(device))
+
+
+def grad_scaler(device: torch.device, enabled: bool) -> torch.amp.GradScaler | None:
+    """A gradient scaler when training runs in float16 autocast; None for bfloat16 and fp32."""
+    if enabled and amp_dtype(device) == torch.float16:
+        return torch.amp.GradScaler(device.type)
+    return None
+
+
+def describe(device: torch.device, amp: bool) -> dict:
+    """What a run records about where it ran."""
+    out = {"device": str(device), "amp": amp, "amp_dtype": str(amp_dtype(device)).removeprefix("torch.") if amp
+           else "float32", "torch": str(torch.__version__)}
+    if device.type == "cuda":
+        out["gpu"] = torch.cuda.get_device_name(device)
+    return out
