@@ -284,3 +284,152 @@ def test_cli_explain_errors_list_the_choices(ckpt, images, tmp_path, capsys):
     assert main(["explain", "--method", "gradcam", "--model", str(ckpt)]) == 2
     assert "needs at least one image" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared scales, masked saliency, all channels, first-layer kernels, folders
+
+
+def test_maps_keep_their_raw_peaks_and_share_a_scale_across_classes():
+    toy = _toy(SignModel(), "sign", ["bright", "dark"])
+    x = torch.rand(1, 1, 16, 16) + 0.5
+    x[..., 8:] *= -0.25  # the dark half is 4x weaker than the bright half
+    per_class = [explain.gradcam(toy, x, c) for c in ("bright", "dark")]
+    # The class score is the mean over 256 pixels of a ReLU'd channel positive on half of them:
+    # the Grad-CAM weight is (128 / 256) / 256, so the raw map is that channel / 512.
+    assert per_class[0].peaks[0] == pytest.approx(x[0, 0, :, :8].max().item() / 512, rel=1e-5)
+    assert per_class[1].peaks[0] == pytest.approx(-x[0, 0, :, 8:].min().item() / 512, rel=1e-5)
+    shared = explain.shared_scale(per_class)  # (T, N, S, S)
+    assert shared.shape == (2, 1, 16, 16) and shared.max() == pytest.approx(1.0)
+    ratio = per_class[1].peaks[0] / per_class[0].peaks[0]
+    assert shared[1, 0].max() == pytest.approx(ratio, rel=1e-5) and ratio < 0.3
+    assert np.allclose(shared[1, 0], per_class[1].maps[0] * ratio, atol=1e-6)  # a rescaled copy, same shape
+
+
+def test_top_pixels_keeps_exactly_the_top_k():
+    rng = np.random.default_rng(0)
+    maps = rng.random((3, 20, 20)).astype(np.float32)
+    maps[2] = np.round(maps[2], 1)  # many ties
+    masks = explain.top_pixels(maps, 0.1)
+    assert masks.shape == maps.shape and masks.dtype == bool
+    for m, keep in zip(maps, masks):
+        assert keep.sum() == 40
+        assert m[keep].min() >= m[~keep].max()
+    assert explain.top_pixels(maps, 1e-6).reshape(3, -1).sum(1).tolist() == [1, 1, 1]
+    assert explain.top_pixels(maps, 1.0).all()
+    with pytest.raises(ValueError, match="keep"):
+        explain.top_pixels(maps, 0.0)
+
+
+def test_masked_saliency_keeps_the_most_salient_pixels_of_the_face(loaded, crops):
+    m = explain.masked_saliency(loaded, crops, "happy", keep=0.05)
+    sal = explain.saliency(loaded, crops, "happy")
+    assert np.array_equal(m.masks, explain.top_pixels(sal.maps, 0.05))
+    assert m.masks.reshape(2, -1).sum(1).tolist() == [round(0.05 * 48 * 48)] * 2
+    assert np.array_equal(m.images[m.masks], m.faces[m.masks]) and (m.images[~m.masks] == 0).all()
+    assert np.array_equal(m.faces, explain.to_images(loaded, explain.model_input(loaded, crops)))
+
+
+def test_channel_pages_cover_every_channel():
+    pages = explain.channel_pages(150)
+    assert [len(p) for p in pages] == [64, 64, 22] and sum(pages, []) == list(range(150))
+    assert explain.channel_pages(128, [3, 70, 5]) == [[3, 70, 5]]
+    with pytest.raises(ValueError, match="128 channels"):
+        explain.channel_pages(128, [127, 128])
+
+
+def test_cli_activations_show_every_channel_in_pages(ckpt, images, tmp_path, monkeypatch):
+    from ferlab.explain import job
+
+    shown = []
+    real = job.activation_figure
+    monkeypatch.setattr(job, "activation_figure", lambda layer, maps, path, **kw: (
+        shown.append((layer, maps, kw)), real(layer, maps, path, **kw))[1])
+    out = tmp_path / "out"
+    assert main(["explain", str(images["crop"]), "--model", str(ckpt), "--method", "activations", "--layer",
+                 "stages.2", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["crop_face0_activations_stages.2_p1.png",
+                                                     "crop_face0_activations_stages.2_p2.png"]
+    acts = explain.activations(checkpoint.load(ckpt), crops_of(images["crop"]), "stages.2")["stages.2"][0].numpy()
+    assert sum((kw["channels"] for _, _, kw in shown), []) == list(range(128))  # all 128, none cut
+    for _, maps, kw in shown:
+        assert kw["total"] == 128 and np.allclose(maps, acts[kw["channels"]], atol=1e-5)
+    shown.clear()
+    assert main(["explain", str(images["crop"]), "--model", str(ckpt), "--method", "activations", "--layer",
+                 "stages.2", "--channels", "0-3,100", "--out", str(tmp_path / "o2")]) == 0
+    assert [kw["channels"] for _, _, kw in shown] == [[0, 1, 2, 3, 100]]
+
+
+def crops_of(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("L"))
+
+
+def test_cli_target_all_panels_share_one_scale(ckpt, images, tmp_path, monkeypatch):
+    from ferlab.explain import job
+
+    seen = {}
+    monkeypatch.setattr(job, "attribution_figure", lambda image, maps, path, probs, title, shared: (
+        seen.update(maps=maps, shared=shared, title=title), Path(path))[1])
+    assert main(["explain", str(images["crop"]), "--model", str(ckpt), "--target", "all", "--out", str(tmp_path)]) == 0
+    loaded = checkpoint.load(ckpt)
+    face = crops_of(images["crop"])
+    expected = explain.shared_scale([explain.gradcam(loaded, face, c) for c in loaded.classes])[:, 0]
+    assert seen["shared"] and len(seen["maps"]) == 7
+    assert np.allclose(np.stack([m for _, m in seen["maps"]]), expected, atol=1e-6)
+    assert max(m.max() for _, m in seen["maps"]) == pytest.approx(1.0)
+    assert sorted(m.max() for _, m in seen["maps"])[0] < 1.0  # not every panel stretched to its own peak
+
+
+def test_cli_masked_writes_the_masked_figure(ckpt, images, tmp_path):
+    assert main(["explain", str(images["crop"]), "--model", str(ckpt), "--method", "masked", "--keep", "0.2",
+                 "--out", str(tmp_path)]) == 0
+    with Image.open(tmp_path / "crop_face0_masked.png") as im:
+        assert im.format == "PNG" and im.size[0] > 3 * im.size[1]  # input, heatmap, masked face, probabilities
+    assert main(["explain", str(images["crop"]), "--model", str(ckpt), "--method", "masked", "--keep", "1.5"]) == 2
+    assert main(["explain", str(images["crop"]), "--model", str(ckpt), "--method", "masked", "--target", "all"]) == 2
+
+
+def test_explain_on_a_labelled_folder(ckpt, crops, tmp_path, capsys, monkeypatch):
+    from ferlab.explain import job
+
+    root = tmp_path / "faces"
+    for c in ("happy", "sad"):
+        (root / c).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(crops[i % 2]).save(root / c / f"{i}.png")
+    (root / "notes.txt").write_text("not an image")
+    items = job.items([str(root)], list(FER2013_CLASSES), per_folder=2)
+    assert [(it.stem, it.truth) for it in items] == [("happy_0", "happy"), ("happy_1", "happy"), ("sad_0", "sad"),
+                                                     ("sad_1", "sad")]
+    assert [it.truth for it in job.items([str(root / "sad")], list(FER2013_CLASSES))] == ["sad"] * 3
+    titles = []
+    real = job.attribution_figure
+    monkeypatch.setattr(job, "attribution_figure", lambda *a, **kw: (titles.append(kw["title"]), real(*a, **kw))[1])
+    out = tmp_path / "out"
+    assert main(["explain", str(root), "--model", str(ckpt), "--per-folder", "1", "--method", "saliency",
+                 "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["happy_0_face0_saliency.png", "sad_0_face0_saliency.png"]
+    assert [t.endswith(f"true: {c}") for t, c in zip(titles, ("happy", "sad"))] == [True, True]
+    assert "Is a directory" not in capsys.readouterr().out
+
+
+def test_filters_of_the_first_conv_layer_are_its_kernels(ckpt, tmp_path, monkeypatch):
+    from ferlab.explain import job
+
+    seen = {}
+    monkeypatch.setattr(job, "kernel_figure", lambda layer, weights, path, filters: (
+        seen.update(layer=layer, weights=weights, filters=filters), Path(path))[1])
+    assert main(["explain", "--method", "filters", "--layer", "stem.0", "--model", str(ckpt),
+                 "--out", str(tmp_path)]) == 0
+    conv = checkpoint.load(ckpt).model.stem[0]
+    assert seen["layer"] == "stem.0" and seen["filters"] == list(range(16))
+    assert np.array_equal(seen["weights"], conv.weight.detach().numpy())
+    k = explain.conv_kernels(checkpoint.load(ckpt), filters=[2, 5])
+    assert k.layer == "stem.0" and np.array_equal(k.weights, conv.weight.detach()[[2, 5]].numpy())
+
+
+def test_filter_images_flag_filters_that_did_not_rise(loaded):
+    r = explain.visualize_filters(loaded, "stages.1.1.0", [0, 1], steps=2)
+    assert np.array_equal(r.rose, r.activation > r.start_activation)
+    r.activation = r.start_activation.copy()
+    assert not r.rose.any()

@@ -9,7 +9,8 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("evaluate", help="accuracy, macro-F1, per-class metrics and confusion matrix of a model")
     add_options(p, EvaluateConfig)
     p.set_defaults(func=run_evaluate)
-    c = sub.add_parser("compare", help="side-by-side table of runs")
+    c = sub.add_parser("compare", help="side-by-side table of runs; --html/--png: overlaid validation curves, "
+                                       "per-class F1")
     add_options(c, CompareConfig)
     c.set_defaults(func=run_compare)
 
@@ -29,5 +30,14 @@ def run_compare(args) -> int:
     from ..evaluate.compare import compare, format_table
 
     cfg = build(args, CompareConfig)
-    print(format_table(compare(list(cfg.runs), cfg.csv)))
+    rows = compare(list(cfg.runs), cfg.csv)
+    print(format_table(rows))
+    if cfg.png:
+        from ..evaluate.compare import plot
+
+        print(f"wrote {plot(list(cfg.runs), cfg.png)}")
+    if cfg.html:
+        from ..report.compare import write_compare_html
+
+        print(f"wrote {write_compare_html(list(cfg.runs), rows, cfg.html)}")
     return 0

@@ -9,10 +9,11 @@ from .options import add_options, build
 
 def add_parsers(subparsers) -> None:
     p = subparsers.add_parser(
-        "explain", help="show what a model looks at: saliency, Grad-CAM, activations, filter images",
-        description="Find the faces in each image (detection and alignment as in `ferlab predict`; small "
-                    "images are taken as face crops) and write one PNG figure per face and method. "
-                    "--method filters needs no image: without one it starts from mid-gray.")
+        "explain", help="show what a model looks at: saliency, Grad-CAM, masked saliency, activations, filters",
+        description="Find the faces in each image or folder of images (detection and alignment as in `ferlab "
+                    "predict`; small images are taken as face crops) and write PNG figures per face and method. "
+                    "--method filters needs no image: without one it starts from mid-gray (the first conv layer "
+                    "shows its kernels).")
     add_options(p, ExplainConfig)
     p.set_defaults(func=_explain)
 

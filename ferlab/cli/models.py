@@ -5,12 +5,15 @@ from __future__ import annotations
 def add_parsers(sub) -> None:
     p = sub.add_parser("models", help="list registered architectures with parameters and MFLOPs")
     p.set_defaults(func=run_models)
-    s = sub.add_parser("summary", help="Keras-style layer table of an architecture or a checkpoint")
+    s = sub.add_parser("summary", help="Keras-style layer table of an architecture or a checkpoint; --png: its layer "
+                                      "graph")
     s.add_argument("model", metavar="MODEL", help="a registered architecture (see `ferlab models`), or a "
                    "checkpoint: a run directory, a .pt file, or a bundled model ('default', 'tiny')")
     s.add_argument("--num-classes", type=int, help="number of classes (architectures only; default: its own)")
     s.add_argument("--in-chans", type=int, help="input channels (architectures only; default: its own)")
     s.add_argument("--input-size", type=int, help="input side in pixels (architectures only; default: its own)")
+    s.add_argument("--png", metavar="FILE", help="also draw the layer graph with output shapes (as Keras' "
+                   "plot_model) to this PNG file")
     s.set_defaults(func=run_summary)
 
 
@@ -33,7 +36,7 @@ def run_summary(args) -> int:
 
     if args.model in list_models():
         m = create_model(args.model, num_classes=args.num_classes, in_chans=args.in_chans, input_size=args.input_size)
-        name = args.model
+        name = title = args.model
     else:
         try:
             loaded = checkpoint.load(args.model)
@@ -41,5 +44,13 @@ def run_summary(args) -> int:
             raise ValueError(f"unknown model {args.model!r}: not a registered architecture ({', '.join(list_models())}) "
                              "nor a checkpoint file, run directory or bundled model") from None
         m, name = loaded.model, f"{loaded.model_name} ({loaded.path})"
+        title = f"{loaded.model_name} ({args.model})"
     print(format_summary(name, summarize(m), (m.input_size, m.input_size, m.in_chans)))
+    if args.png:
+        from ..figures import architecture_figure
+        from ..models.summary import layer_graph
+
+        if not args.png.lower().endswith(".png"):
+            raise ValueError(f"--png must name a .png file, got {args.png!r}")
+        print(f"wrote {architecture_figure(layer_graph(m), args.png, title=title)}")
     return 0

@@ -34,6 +34,15 @@ class EvaluateConfig:
 class CompareConfig:
     runs: tuple[str, ...] = option((), "run directories to put side by side", positional=True, metavar="RUN")
     csv: str | None = option(None, "also write the table as CSV to this file", metavar="FILE")
+    html: str | None = option(None, "also write a self-contained HTML page (table, overlaid validation curves, "
+                                    "per-class F1) to this file", metavar="FILE")
+    png: str | None = option(None, "also write the overlaid validation curves and per-class F1 as PNG to this file",
+                             metavar="FILE")
 
     def __post_init__(self):
-        check(self, [] if self.runs else ["name at least one run directory"], "compare options")
+        problems = [] if self.runs else ["name at least one run directory"]
+        if self.html and not self.html.lower().endswith((".html", ".htm")):
+            problems.append(f"html must be an .html file, got {self.html!r}")
+        if self.png and not self.png.lower().endswith(".png"):
+            problems.append(f"png must be a .png file, got {self.png!r}")
+        check(self, problems, "compare options")

@@ -1,4 +1,5 @@
-"""Feature maps of named layers (default: every conv layer)."""
+"""Feature maps of named layers (default: every conv layer), and how a layer's channels are split
+over figures."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -51,6 +52,16 @@ class Activations:
                                  f"choose a conv layer: {', '.join(conv_layers(model))}")
             out[name] = a
         return out
+
+
+def channel_pages(total: int, channels: Sequence[int] | None = None, per_page: int = 64) -> list[list[int]]:
+    """The channels to show of a layer with `total` channels (default: all), in pages of at most
+    `per_page`; unknown indices are an error naming the layer's range."""
+    chosen = list(range(total)) if channels is None else [int(c) for c in channels]
+    bad = [c for c in chosen if not 0 <= c < total]
+    if bad or not chosen:
+        raise ValueError(f"channel indices {bad or chosen} are not in a layer with {total} channels (0-{total - 1})")
+    return [chosen[i:i + per_page] for i in range(0, len(chosen), per_page)]
 
 
 def activations(model: Loaded | str | Path, faces: Faces, layers: Sequence[str] | str | None = None

@@ -1,5 +1,9 @@
 """Filter visualisation: an input found by gradient ascent that excites one conv filter, with
-jitter, blur and L2 decay so it shows patterns rather than high-frequency noise (Yosinski et al. 2015)."""
+jitter, blur and L2 decay so it shows patterns rather than high-frequency noise (Yosinski et al. 2015).
+
+The first conv layer is linear in the pixels, so the mean of its output rises fastest along a
+constant image: gradient ascent there gives flat gray squares. Its kernels (`conv_kernels`) are
+the pattern each filter responds to, and are shown instead."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -30,12 +34,51 @@ class FilterImages:
     inputs: torch.Tensor = field(repr=False)
     """(F, C, S, S) the optimised preprocessed inputs."""
 
+    @property
+    def rose(self) -> np.ndarray:
+        """(F,) bool: whether each filter's mean activation rose above its start (False flags a
+        filter the ascent could not excite, e.g. one behind dead ReLUs)."""
+        return self.activation > self.start_activation
+
+
+@dataclass
+class Kernels:
+    """The weights of a conv layer's filters."""
+
+    layer: str
+    filters: list[int]
+    weights: np.ndarray
+    """(F, C_in, kh, kw) float32."""
+
 
 def last_conv_layer(model: nn.Module) -> str:
     names = conv_layers(model)
     if not names:
         raise ValueError(f"{type(model).__name__} has no conv layers, so there are no filters to visualise")
     return names[-1]
+
+
+def _filter_indices(layer: str, conv: nn.Conv2d, filters: Sequence[int] | None, default: int) -> list[int]:
+    filters = list(range(min(default, conv.out_channels))) if filters is None else [int(f) for f in filters]
+    bad = [f for f in filters if not 0 <= f < conv.out_channels]
+    if bad or not filters:
+        raise ValueError(f"filter indices {bad or filters} are not in layer {layer!r}, which has "
+                         f"{conv.out_channels} filters (0-{conv.out_channels - 1})")
+    return filters
+
+
+def conv_kernels(model: Loaded | str | Path, layer: str | None = None,
+                 filters: Sequence[int] | None = None) -> Kernels:
+    """The kernels of a conv layer (default: the first one) for `filters` (default: all)."""
+    loaded = load(model)
+    names = conv_layers(loaded.model)
+    if layer is None:
+        if not names:
+            raise ValueError(f"{type(loaded.model).__name__} has no conv layers, so there are no kernels to show")
+        layer = names[0]
+    conv = get_layer(loaded.model, layer, conv_only=True)
+    filters = _filter_indices(layer, conv, filters, conv.out_channels)
+    return Kernels(layer, filters, conv.weight.detach()[filters].float().numpy())
 
 
 def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -63,11 +106,7 @@ def visualize_filters(model: Loaded | str | Path, layer: str | None = None, filt
     net, pre = loaded.model, loaded.preprocess
     layer = layer or last_conv_layer(net)
     conv = get_layer(net, layer, conv_only=True)
-    filters = list(range(min(16, conv.out_channels))) if filters is None else [int(f) for f in filters]
-    bad = [f for f in filters if not 0 <= f < conv.out_channels]
-    if bad or not filters:
-        raise ValueError(f"filter indices {bad or filters} are not in layer {layer!r}, which has "
-                         f"{conv.out_channels} filters (0-{conv.out_channels - 1})")
+    filters = _filter_indices(layer, conv, filters, 16)
     mean = torch.tensor(pre.mean, dtype=torch.float32).view(1, -1, 1, 1).expand(1, pre.channels, 1, 1)
     std = torch.tensor(pre.std, dtype=torch.float32).view(1, -1, 1, 1).expand(1, pre.channels, 1, 1)
     lo, hi = (0 - mean) / std, (1 - mean) / std
