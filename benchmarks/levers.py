@@ -16,7 +16,8 @@ import os
 import time
 from pathlib import Path
 
-from ferlab.train import config, history
+from ferlab import history
+from ferlab.train import config
 from ferlab.fileio import write_json
 from ferlab.train import fit
 

@@ -10,7 +10,8 @@ import yaml
 from conftest import save_checkpoint
 from ferlab import checkpoint, evaluate, train
 from ferlab.evaluate.metrics import metrics
-from ferlab.train import config, guards, history
+from ferlab import history
+from ferlab.train import config, guards
 from ferlab.train.state import TrainState
 from ferlab.data import load as load_dataset
 from ferlab.labels import FER2013_CLASSES

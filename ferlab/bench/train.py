@@ -12,7 +12,8 @@ import torch
 
 from .. import checkpoint
 from ..models import create_model, get_spec, summarize
-from ..train import config as config_mod, history
+from .. import history
+from ..train import config as config_mod
 from ..fileio import write_json
 
 TIME_POINTS_MIN = (2, 5, 10, 20, 30, 45, 60, 90)

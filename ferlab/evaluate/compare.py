@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .. import checkpoint
 from ..figures import plot_compare
-from ..train import history
+from .. import history
 
 
 def _history(run: Path) -> list[dict]:

@@ -1,4 +1,4 @@
-"""Figures of training histories (rows of metrics.csv as `train.history.read` returns them)."""
+"""Figures of training histories (rows of metrics.csv as `ferlab.history.read` returns them)."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -32,7 +32,7 @@ def _mark_stages(ax, rows: Sequence[dict]) -> None:
 
 
 def plot_curves(rows: Sequence[dict], out: str | Path, title: str = "", best_epoch: int | None = None) -> Path:
-    """Train vs validation accuracy and loss per epoch, from metrics.csv rows (`train.history.read`).
+    """Train vs validation accuracy and loss per epoch, from metrics.csv rows (`ferlab.history.read`).
 
     `best_epoch` (the epoch of best.pt) is marked on both panels; a `stage` column (fine-tuning
     runs) draws a dashed line where each new stage starts."""

@@ -21,7 +21,7 @@ from ..explain.attribution import gradcam, saliency
 from ..explain.inputs import to_images
 from ..figures import (gallery_figure, overlay, plot_class_curves, plot_confusion_pair, plot_curves,
                        plot_reliability, stage_starts)
-from ..train import history
+from .. import history
 from ..train.config import read_file
 from .command import changed_options, train_command
 from .config import ReportConfig

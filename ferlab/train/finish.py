@@ -10,7 +10,7 @@ from ..evaluate.metrics import metrics
 from ..evaluate.outputs import write_evaluation
 from ..evaluate.tta import predict_logits
 from ..figures import plot_curves
-from . import history
+from .. import history
 from .config import TrainConfig
 
 

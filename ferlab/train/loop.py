@@ -10,7 +10,6 @@ import os
 import sys
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .. import checkpoint, data
+from .. import checkpoint, data, history
 from ..data.augment import augment, mix
 from ..data.augment_config import preset
 from ..devices import autocast, describe, grad_scaler
@@ -27,10 +26,11 @@ from ..evaluate.tta import predict_logits
 from ..fileio import clean_stale_tmp
 from ..models import count_params, create_model, get_spec
 from ..preprocess import Preprocess
-from . import config as config_mod, distributed, history
+from . import config as config_mod, distributed
 from .config import TrainConfig, with_channels
 from .finish import finish
 from .guards import TrainingDiverged, chance_warning, check_head, check_logits, diagnose_divergence
+from .job import Job
 from .optim import lr_at, make_ema, make_optimizer, make_plateau
 from .restore import restore
 from .state import TrainState, rng_state
@@ -38,29 +38,6 @@ from .state import TrainState, rng_state
 
 def _log(msg: str) -> None:
     print(msg, flush=True)  # flushed: runs are often followed through a redirected log file
-
-
-@dataclass
-class Job:
-    """Everything one epoch needs; `images`/`labels` are the training split on the training device."""
-
-    cfg: TrainConfig
-    ctx: distributed.Context
-    model: torch.nn.Module
-    """The model being trained (DistributedDataParallel-wrapped in a distributed run)."""
-    opt: torch.optim.Optimizer
-    scaler: torch.amp.GradScaler | None
-    ema: torch.optim.swa_utils.AveragedModel | None
-    pp: Preprocess
-    images: torch.Tensor
-    labels: torch.Tensor
-    num_classes: int
-    class_weights: torch.Tensor | None
-    g_order: torch.Generator
-    """CPU generator of the epoch permutation: the same seed on every rank."""
-    g_aug: torch.Generator
-    """Augmentation generator, on the device, seeded per rank."""
-    state: TrainState
 
 
 def epoch_order(job: Job) -> torch.Tensor:

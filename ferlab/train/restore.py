@@ -3,13 +3,10 @@ and the best metric as best.pt on disk has it."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .. import checkpoint
+from .job import Job
 from .state import TrainState, set_rng_state
-
-if TYPE_CHECKING:
-    from .loop import Job
 
 
 def restore(last: dict, run_dir: Path, job: Job, plateau, steps_per_epoch: int, log) -> TrainState:

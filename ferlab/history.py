@@ -1,4 +1,4 @@
-"""`metrics.csv`: one row per epoch (the fixed `FIELDS`, then validation precision and recall per
+"""A run's `metrics.csv`: one row per epoch (the fixed `FIELDS`, then validation precision and recall per
 class). The only writer and reader of the file."""
 from __future__ import annotations
 

@@ -1,0 +1,34 @@
+"""`Job`: everything one training epoch needs, built once by `loop.fit`."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..preprocess import Preprocess
+from . import distributed
+from .config import TrainConfig
+from .state import TrainState
+
+
+@dataclass
+class Job:
+    """Everything one epoch needs; `images`/`labels` are the training split on the training device."""
+
+    cfg: TrainConfig
+    ctx: distributed.Context
+    model: torch.nn.Module
+    """The model being trained (DistributedDataParallel-wrapped in a distributed run)."""
+    opt: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None
+    ema: torch.optim.swa_utils.AveragedModel | None
+    pp: Preprocess
+    images: torch.Tensor
+    labels: torch.Tensor
+    num_classes: int
+    class_weights: torch.Tensor | None
+    g_order: torch.Generator
+    """CPU generator of the epoch permutation: the same seed on every rank."""
+    g_aug: torch.Generator
+    """Augmentation generator, on the device, seeded per rank."""
+    state: TrainState
