@@ -2,6 +2,7 @@
 export and serve rebuild exactly what training saw."""
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -24,6 +25,10 @@ class Preprocess:
     crop_margin: float = 0.0
     """Extra border added on each side of a detected face box, as a fraction of the box side, to
     match how the training faces were cropped (FER2013 crops are tight: 0.0 to 0.1)."""
+    pixel_mean: tuple[float, ...] = ()
+    """A per-pixel mean image (C*S*S values, pixels scaled to [0, 1]) subtracted instead of the
+    per-channel `mean`; `std` then holds the one divisor (the third course report's centring by the
+    training set's mean face and division by the largest absolute value)."""
 
     def __post_init__(self):
         problems = []
@@ -35,6 +40,9 @@ class Preprocess:
             problems.append(f"mean/std need 1 or {self.channels} values")
         if any(s <= 0 for s in self.std):
             problems.append("std values must be > 0")
+        if self.pixel_mean and len(self.pixel_mean) != self.channels * self.size * self.size:
+            problems.append(f"pixel_mean needs {self.channels * self.size * self.size} values (C*S*S), "
+                            f"got {len(self.pixel_mean)}")
         if not -0.2 <= self.crop_margin <= 1.0:
             problems.append(f"crop_margin must be in [-0.2, 1.0], got {self.crop_margin}")
         if problems:
@@ -48,17 +56,25 @@ class Preprocess:
         d = dict(d)
         d["mean"] = tuple(d.get("mean", (0.5,)))
         d["std"] = tuple(d.get("std", (0.25,)))
+        d["pixel_mean"] = tuple(d.get("pixel_mean", ()))
         return cls(**d)
+
+    @functools.cached_property
+    def center(self) -> torch.Tensor:
+        """(1, C, 1, 1) channel means, or the (1, C, S, S) mean image; built once per Preprocess."""
+        if self.pixel_mean:
+            return torch.tensor(self.pixel_mean, dtype=torch.float32).view(1, self.channels, self.size, self.size)
+        return torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 (B, C, H, W) -> float32 normalised, on the tensor's device."""
-        mean = torch.tensor(self.mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+        mean = self.center.to(x.device)
         std = torch.tensor(self.std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
         return (x.float() / 255.0 - mean) / std
 
     def denormalize(self, x: torch.Tensor) -> np.ndarray:
         """Normalised (N, C, S, S) -> what the model saw as uint8: (N, S, S) gray or (N, S, S, 3) RGB."""
-        mean = torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1)
+        mean = self.center
         std = torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1)
         img = ((x.detach().float().cpu() * std + mean) * 255).round().clamp(0, 255).to(torch.uint8)
         return img[:, 0].numpy() if img.shape[1] == 1 else img.permute(0, 2, 3, 1).numpy()

@@ -248,3 +248,19 @@ def test_run_stores_a_temperature_that_every_verb_applies(tiny_fer_dir, tmp_path
     assert np.allclose(probs, expected, atol=1e-5)
     m = evaluate.evaluate(run, tiny_fer_dir, "val")
     assert m["temperature"] == t and 0 <= m["ece"] <= 1
+
+
+def test_pixel_maxabs_normalization_is_recorded_and_used_everywhere(tiny_fer_dir, tmp_path):
+    from ferlab.export.onnx import OnnxClassifier, export_onnx
+
+    run = train.fit(_cfg(tiny_fer_dir, tmp_path, epochs=1, normalization="pixel_maxabs"), log=lambda m: None)
+    loaded = checkpoint.load(run)
+    pre = loaded.preprocess
+    tr = load_dataset(tiny_fer_dir, "train")
+    assert len(pre.pixel_mean) == 48 * 48 and len(pre.std) == 1
+    x = pre.normalize(tr.images)
+    assert x.abs().max().item() == pytest.approx(1.0, abs=1e-5)          # divided by the largest |value|
+    assert x.mean(0).abs().max().item() < 1e-4                           # centred pixel by pixel
+    assert np.array_equal(pre.denormalize(x[:4]), tr.images[:4, 0].numpy())
+    onnx = OnnxClassifier(export_onnx(loaded, tmp_path / "m.onnx"))
+    assert onnx.preprocess == pre

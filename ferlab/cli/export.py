@@ -26,7 +26,8 @@ def run(args: argparse.Namespace) -> int:
     check = json.loads(clf.meta["verification"])
     pre = clf.preprocess
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB, {clf.model_name}, quantization: {clf.meta['quantization']})")
-    print(f"input 'input' float32 (B, {pre.channels}, {pre.size}, {pre.size}) normalised with mean {list(pre.mean)} "
+    centre = "the per-pixel mean image in the metadata" if pre.pixel_mean else f"mean {list(pre.mean)}"
+    print(f"input 'input' float32 (B, {pre.channels}, {pre.size}, {pre.size}) normalised with {centre}, "
           f"std {list(pre.std)} after scaling pixels to [0, 1]; output 'logits' (B, {len(clf.classes)})")
     print(f"classes: {', '.join(clf.classes)}")
     print(f"check vs PyTorch on {check['batch']} {check['inputs']}: max |logit diff| {check['max_abs_diff']:.2g}, "

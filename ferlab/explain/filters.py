@@ -107,7 +107,8 @@ def visualize_filters(model: Loaded | str | Path, layer: str | None = None, filt
     layer = layer or last_conv_layer(net)
     conv = get_layer(net, layer, conv_only=True)
     filters = _filter_indices(layer, conv, filters, 16)
-    mean = torch.tensor(pre.mean, dtype=torch.float32).view(1, -1, 1, 1).expand(1, pre.channels, 1, 1)
+    # the valid pixel range in the model's units: per channel, or per pixel with a mean image
+    mean = pre.center.expand(1, pre.channels, *pre.center.shape[2:])
     std = torch.tensor(pre.std, dtype=torch.float32).view(1, -1, 1, 1).expand(1, pre.channels, 1, 1)
     lo, hi = (0 - mean) / std, (1 - mean) / std
     gen = torch.Generator().manual_seed(seed)

@@ -72,6 +72,10 @@ class TrainConfig:
     out: str = option("runs", "parent folder of run directories")
     name: str = option("", "run name; default: <arch>-<timestamp>")
     crop_margin: float = option(0.0, "face-box margin recorded for prediction on photos (FER2013 crops are tight)")
+    normalization: Literal["channel", "pixel_maxabs"] = option(
+        "channel", "channel: subtract --mean, divide by --std per channel; pixel_maxabs: subtract the training "
+                   "split's mean face pixel by pixel, then divide by the largest absolute value (the third course "
+                   "report's preprocessing); recorded in the checkpoint either way")
     mean: tuple[float, ...] = option((0.5,), "per-channel mean after scaling to [0,1]")
     std: tuple[float, ...] = option((0.25,), "per-channel std")
 
