@@ -17,6 +17,7 @@ class BenchTrainConfig:
     minutes: float = option(0.0, "wall-clock budget in minutes (0 = the recipe's epochs)")
     epochs: int | None = option(None, "override the recipe's epochs")
     arch: str | None = option(None, "override the recipe's architecture", aliases=("--model",))
+    device: str | None = option(None, "override the training device (default: the recipe's, auto)")
     name: str = option("", "run name under --runs")
     runs: str = option("runs", "parent folder of run directories", metavar="DIR")
     json: str = option("benchmarks/results/train.json", "JSON file to write", aliases=("--out",), metavar="FILE")
@@ -45,6 +46,7 @@ class BenchPhotoConfig:
     detector: DetectorConfig = option(factory=DetectorConfig, help="face detection")
     backends: tuple[str, ...] = option(BACKENDS, f"backends to time: {', '.join(BACKENDS)}")
     threads: int = option(2, "threads for OpenCV, PyTorch and ONNX Runtime")
+    device: str = option("cpu", "where the PyTorch backend runs: cpu, cuda, cuda:N, mps or auto")
     seconds: float = option(2.0, "seconds per measurement")
     json: str = option("benchmarks/results/photo.json", "JSON file to write", aliases=("--out",), metavar="FILE")
 

@@ -65,7 +65,7 @@ def sample_photos() -> dict[str, np.ndarray]:
 
 
 def bench_photo(model: str | Path = "default", detector: DetectorConfig | str = "yunet", backends: Sequence[str] = BACKENDS, *,
-                threads: int = 2, seconds: float = 2.0, out: str | Path | None = None) -> dict:
+                threads: int = 2, seconds: float = 2.0, out: str | Path | None = None, device: str = "cpu") -> dict:
     """Latency of `Recognizer.predict` on each test photo (see `sample_photos`), from an in-memory RGB
     array and from a JPEG file (decoding included), for each backend; plus the one-face photo's
     stages (decode, detect, align + preprocess, classify), so a missed target says where the time goes.
@@ -89,7 +89,7 @@ def bench_photo(model: str | Path = "default", detector: DetectorConfig | str = 
         jpeg_bytes = {name: p.stat().st_size for name, p in jpegs.items()}
         load_before = list(os.getloadavg())
         per_backend, stages, warnings = {}, None, []
-        for backend, rec in _recognizers(loaded, detector, backends, threads, Path(tmp)):
+        for backend, rec in _recognizers(loaded, detector, backends, threads, Path(tmp), device):
             entry = {}
             for name, rgb in photos.items():
                 entry[name] = {"expected_faces": EXPECTED_FACES[name]}
@@ -151,7 +151,7 @@ def make_test_video(path: str | Path, frames: int = 150, fps: float = 30.0) -> P
 
 def bench_video(model: str | Path = "default", detector: DetectorConfig | str = "yunet", backends: Sequence[str] = BACKENDS, *,
                 threads: int = 2, frames: int = 150, repeats: int = 3, video: str | Path | None = None,
-                out: str | Path | None = None) -> dict:
+                out: str | Path | None = None, device: str = "cpu") -> dict:
     """Frames/s of `process_video` (stride 1) end to end: decoding, detection, tracking,
     classification and writing the frame CSV and summary, with and without the annotated video.
 
@@ -171,7 +171,7 @@ def bench_video(model: str | Path = "default", detector: DetectorConfig | str = 
         load_before = list(os.getloadavg())
         decode_fps = _decode_fps(src)
         per_backend, warnings = {}, []
-        for backend, rec in _recognizers(loaded, detector, backends, threads, Path(tmp)):
+        for backend, rec in _recognizers(loaded, detector, backends, threads, Path(tmp), device):
             process_video(rec, src, Path(tmp) / "warmup", max_frames=WARMUP_CALLS, progress=False)
             entry = {}
             for setting, write_video in (("annotated_video", True), ("csv_only", False)):
@@ -233,10 +233,10 @@ def _threads(n: int) -> Iterator[None]:
 
 
 def _recognizers(loaded: Loaded, detector: DetectorConfig | str, backends: Sequence[str], threads: int,
-                 tmp: Path) -> Iterator[tuple[str, Recognizer]]:
+                 tmp: Path, device: str = "cpu") -> Iterator[tuple[str, Recognizer]]:
     for backend in backends:
         if backend == "torch":
-            yield backend, Recognizer(loaded, detector, "torch")
+            yield backend, Recognizer(loaded, detector, "torch", device=device)
         elif backend == "onnx":
             path = export_onnx(loaded, tmp / "model.onnx")
             rec = Recognizer(loaded, detector, "onnx", onnx_path=path)

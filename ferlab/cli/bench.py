@@ -34,7 +34,8 @@ def run_train(args) -> int:
         r = summarize_run(cfg.run, cfg.recipe)
         write_json(cfg.json, r)
     else:
-        overrides = {k: v for k, v in (("epochs", cfg.epochs), ("arch", cfg.arch)) if v is not None}
+        overrides = {k: v for k, v in (("epochs", cfg.epochs), ("arch", cfg.arch), ("device", cfg.device))
+                     if v is not None}
         r = bench_train(cfg.recipe, cfg.data, cfg.json, budget_minutes=cfg.minutes, runs_dir=cfg.runs,
                         name=cfg.name, **overrides)
     print(json.dumps({k: r[k] for k in ("model", "epochs_run", "train_minutes", "images_per_s_median", "train_gflops",
@@ -60,7 +61,8 @@ def run_photo(args) -> int:
     from ..bench.use import bench_photo
 
     cfg = build(args, BenchPhotoConfig)
-    r = bench_photo(cfg.model, cfg.detector, cfg.backends, threads=cfg.threads, seconds=cfg.seconds, out=cfg.json)
+    r = bench_photo(cfg.model, cfg.detector, cfg.backends, threads=cfg.threads, seconds=cfg.seconds, out=cfg.json,
+                    device=cfg.device)
     for backend, b in r["backends"].items():
         many, none = b["photos"]["several_faces"]["jpeg"], b["photos"]["no_face"]["jpeg"]
         print(f"{backend}: one face {b['one_face_array_ms']:.1f} ms from an array, {b['one_face_jpeg_ms']:.1f} ms "
@@ -77,7 +79,7 @@ def run_video(args) -> int:
 
     cfg = build(args, BenchVideoConfig)
     r = bench_video(cfg.model, cfg.detector, cfg.backends, threads=cfg.threads, frames=cfg.frames,
-                    repeats=cfg.repeats, video=cfg.video, out=cfg.json)
+                    repeats=cfg.repeats, video=cfg.video, out=cfg.json, device=cfg.device)
     print(f"decoding alone: {r['decode_only_fps']:.0f} frames/s")
     for backend, b in r["backends"].items():
         print(f"{backend}: {b['annotated_video']['fps']:.1f} frames/s writing the annotated video, "
