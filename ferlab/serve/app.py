@@ -58,13 +58,14 @@ _LARGEST = Query(None, description="keep only the largest face (default: the ser
 
 def create_app(model: str | Path | Loaded = "default", detector: DetectorConfig | str = "yunet", *,
                limits: ServeLimits = ServeLimits(), threads: int = ServeConfig.threads, api_key: str | None = None,
-               cors_origins: tuple[str, ...] = ()) -> FastAPI:
+               cors_origins: tuple[str, ...] = (), device: str = "auto") -> FastAPI:
     """A FastAPI app serving `model` (a checkpoint reference or a `Loaded`) with the face detector
     `detector` (a `DetectorConfig` or a detector name); `api_key` None needs no key."""
     from .. import __version__
 
     detector = DetectorConfig(name=detector) if isinstance(detector, str) else detector
-    engine = Engine(model, detector, threads=threads, max_bytes=limits.max_bytes, max_pixels=limits.max_pixels)
+    engine = Engine(model, detector, threads=threads, max_bytes=limits.max_bytes, max_pixels=limits.max_pixels,
+                    device=device)
 
     @asynccontextmanager
     async def lifespan(_app):

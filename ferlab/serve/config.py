@@ -42,6 +42,7 @@ class ServeConfig:
     port: int = option(8000, "TCP port (0: any free port, printed on startup)")
     detector: DetectorConfig = option(factory=DetectorConfig, help="face detection")
     limits: ServeLimits = option(factory=ServeLimits, help="request limits")
+    device: str = option("auto", "where the model runs: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
     workers: int = option(1, "server processes, each with its own copy of the model", metavar="N")
     threads: int = option(2, "images recognised in parallel per worker, each by its own face detector "
                              "(the model is shared)", metavar="N")

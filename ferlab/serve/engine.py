@@ -65,11 +65,12 @@ class Engine:
     """Recognition for the server: `await engine.recognise(name, data, options)`."""
 
     def __init__(self, model: str | Path | Loaded, detector: DetectorConfig, *, threads: int, max_bytes: int,
-                 max_pixels: int):
+                 max_pixels: int, device: str = "auto"):
         self.loaded = model if isinstance(model, Loaded) else checkpoint.load(model)
         self.detector, self.max_bytes, self.max_pixels = detector, max_bytes, max_pixels
         self.budget = PixelBudget(max_pixels)
-        self.base = Recognizer(self.loaded, detector)  # made here so a bad detector option fails at startup
+        self.device = device
+        self.base = Recognizer(self.loaded, detector, device=device)  # made here so a bad detector option fails at startup
         self.classes = self.base.classes
         self._local = threading.local()
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="ferlab-recognise")
@@ -103,7 +104,7 @@ class Engine:
             cache = self._local.cache = OrderedDict()
         rec = cache.get(options)
         if rec is None:
-            rec = cache[options] = Recognizer(self.loaded, options)
+            rec = cache[options] = Recognizer(self.loaded, options, device=self.device)
             while len(cache) > _CACHED_DETECTORS:
                 cache.popitem(last=False)
         cache.move_to_end(options)
