@@ -3,7 +3,7 @@ export and serve rebuild exactly what training saw."""
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np

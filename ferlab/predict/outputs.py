@@ -3,6 +3,7 @@ keeps every record produced before it: predictions JSON, the per-face CSV, the l
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
@@ -24,6 +25,11 @@ class _Stream:
         except OSError as e:
             raise SaveError(e.errno or 0, f"could not write {self.what} {self.path} ({e.strerror}); the records "
                             "written before this one are in the file. Free disk space or choose another path") from e
+
+    def _row(self, row: list) -> None:
+        buf = io.StringIO()
+        csv.writer(buf).writerow(row)
+        self._write(buf.getvalue())
 
     def close(self) -> None:
         try:
@@ -56,15 +62,7 @@ class FaceCsv(_Stream):
     def __init__(self, path: Path, classes: list[str]):
         super().__init__(path, "face CSV")
         self.classes = classes
-        self._csv = csv.writer(self._f)
         self._row(["path", "face", "x", "y", "w", "h", "score", "label", *classes, "error"])
-
-    def _row(self, row: list) -> None:
-        try:
-            self._csv.writerow(row)
-            self._f.flush()
-        except OSError as e:
-            raise SaveError(e.errno or 0, f"could not write face CSV {self.path} ({e.strerror})") from e
 
     def add(self, record: dict) -> None:
         if not record["faces"]:
@@ -79,12 +77,7 @@ class LabelledCsv(_Stream):
 
     def __init__(self, path: Path):
         super().__init__(path, "labelled CSV")
-        self._csv = csv.writer(self._f)
-        self._csv.writerow(["file", "true", "predicted", "faces"])
+        self._row(["file", "true", "predicted", "faces"])
 
     def add(self, name: str, truth: str, predicted: str, faces: int) -> None:
-        try:
-            self._csv.writerow([name, truth, predicted, faces])
-            self._f.flush()
-        except OSError as e:
-            raise SaveError(e.errno or 0, f"could not write labelled CSV {self.path} ({e.strerror})") from e
+        self._row([name, truth, predicted, faces])
