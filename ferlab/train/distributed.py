@@ -54,6 +54,12 @@ def setup(device: str) -> Context:
     return Context(rank, world, local_rank, dev)
 
 
+def barrier(ctx: Context) -> None:
+    """Wait for every rank (gloo aborts a process whose peer closed the group under a pending op)."""
+    if ctx.active and dist.is_initialized():
+        dist.barrier()
+
+
 def teardown(ctx: Context) -> None:
     if ctx.active and dist.is_initialized():
         dist.destroy_process_group()

@@ -163,7 +163,12 @@ def fit(cfg: TrainConfig, run_dir: str | Path | None = None, resume: bool = Fals
     Under torchrun every process calls this; rank 0 alone writes files and logs."""
     ctx = distributed.setup(cfg.device)
     try:
-        return _fit(cfg, ctx, run_dir, resume, log if ctx.main else (lambda m: None))
+        out = _fit(cfg, ctx, run_dir, resume, log if ctx.main else (lambda m: None))
+        distributed.barrier(ctx)  # rank 0 finishes last (final scoring); no rank tears down under it
+        return out
+    except TrainingDiverged:
+        distributed.barrier(ctx)  # every rank raised at the same step: leave together
+        raise
     finally:
         distributed.teardown(ctx)
 
