@@ -2,8 +2,9 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# CPU build of PyTorch; on this project's machines pip takes it from local disk (README: torch choice).
-TORCH_SPEC ?= torch==2.13.0
+# torch + torchvision as one pinned pair: timm (ImageNet backbones) imports torchvision, and on this
+# project's machines pip takes exactly this pair from local disk (README: torch choice).
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 DEMO_OUT ?= out/demo
 
 .PHONY: demo test venv browser clean
@@ -13,7 +14,7 @@ $(BIN)/python:
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q $(TORCH_SPEC)
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $@
 
