@@ -82,7 +82,7 @@ def make_payload(model: FERModel, model_name: str, classes: list[str], preproces
     payload = {
         "format": FORMAT,
         "model": {"name": model_name, "num_classes": model.num_classes, "in_chans": model.in_chans,
-                  "input_size": model.input_size},
+                  "input_size": model.input_size, "options": dict(getattr(model, "options", {}))},
         "classes": list(classes),
         "preprocess": preprocess.to_dict(),
         "state_dict": state,
@@ -165,6 +165,9 @@ def validate(payload, path: str | Path = "checkpoint") -> None:
         missing.append("model (a mapping)")
     if missing:
         raise CheckpointError(f"{path} is incomplete: missing {', '.join(missing)}")
+    if not isinstance(m.get("options", {}), dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in m.get("options", {}).items()):
+        raise CheckpointError(f"{path}: 'model.options' must map option names to strings")
     if m["name"] not in list_models():
         raise CheckpointError(f"{path} was written for model {m['name']!r}, which this ferlab does not know; "
                               f"known models: {', '.join(list_models())}")
@@ -190,7 +193,11 @@ def build(payload: dict, path: str = "") -> Loaded:
     """A ready (eval-mode) model from a validated payload; weights that do not fit the declared
     model (another head width, missing layers) are an error naming the file."""
     m = payload["model"]
-    model = create_model(m["name"], num_classes=m["num_classes"], in_chans=m["in_chans"], input_size=m["input_size"])
+    try:
+        model = create_model(m["name"], num_classes=m["num_classes"], in_chans=m["in_chans"],
+                             input_size=m["input_size"], **m.get("options", {}))
+    except ValueError as e:  # an option this ferlab's model does not take
+        raise CheckpointError(f"{path or 'checkpoint'}: {e}") from None
     state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
     try:
         model.load_state_dict(state)

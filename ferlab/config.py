@@ -13,14 +13,15 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 def option(default: Any = MISSING, help: str = "", *, factory=None, flag: str | None = None,
            aliases: tuple[str, ...] = (), positional: bool = False, metavar: str | None = None,
-           parse=None, cli: bool = True):
+           parse=None, cli: bool = True, const: Any = None):
     """A config field with its help text.
 
     flag: the command-line spelling when it is not `--field-name`; aliases: old spellings kept
     working (deprecated); positional: a positional argument (tuples take any number); parse: a
-    function str -> value for the CLI; cli=False keeps the field off the command line."""
+    function str -> value for the CLI; cli=False keeps the field off the command line; const: the
+    value of the flag given without one (`--pretrained` alone)."""
     meta = {"help": help, "flag": flag, "aliases": tuple(aliases), "positional": positional, "metavar": metavar,
-            "parse": parse, "cli": cli}
+            "parse": parse, "cli": cli, "const": const}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)

@@ -1,11 +1,12 @@
 """A run's `metrics.csv`: one row per epoch (the fixed `FIELDS`, then validation precision and recall per
-class). The only writer and reader of the file."""
+class). The only writer and reader of the file. `stage` is 1 while fine-tuning trains the head
+alone (`--freeze-epochs`), else 2."""
 from __future__ import annotations
 
 import csv
 from pathlib import Path
 
-FIELDS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1", "lr", "seconds", "elapsed",
+FIELDS = ["epoch", "stage", "train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1", "lr", "seconds", "elapsed",
           "images_per_s"]
 
 

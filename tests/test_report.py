@@ -71,13 +71,14 @@ def test_examples_are_the_first_faces_of_each_class():
 
 def test_train_command_gives_only_the_changed_options():
     cmd = train_command({"data": "my data/fer", "arch": "fernet_tiny", "epochs": 8, "lr": 0.1, "classes": [],
-                         "mean": [0.5], "std": [0.2, 0.3, 0.4], "channels_last": False, "name": "x",
-                         "not_an_option_any_more": 3})
+                         "mean": [0.4, 0.5, 0.6], "std": [0.2, 0.3, 0.4], "channels_last": False, "name": "x",
+                         "init": "", "not_an_option_any_more": 3})
     args = shlex.split(cmd)
     assert args[:2] == ["ferlab", "train"]
     assert args[args.index("--data") + 1] == "my data/fer" and args[args.index("--epochs") + 1] == "8"
     assert args[args.index("--std") + 1] == "0.2,0.3,0.4" and "--no-channels-last" in args
-    for left_out in ("--lr", "--classes", "--mean", "--not-an-option-any-more"):
+    assert args[args.index("--mean") + 1] == "0.4,0.5,0.6"
+    for left_out in ("--lr", "--classes", "--init", "--not-an-option-any-more"):
         assert left_out not in args
 
 

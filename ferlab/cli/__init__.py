@@ -8,7 +8,7 @@ import importlib
 import sys
 
 # Modules that each define `add_parsers(subparsers)`; every parser sets `func(args) -> int`.
-VERB_MODULES = ["models", "train", "evaluate", "predict", "explain", "report", "export", "serve", "bench"]
+VERB_MODULES = ["models", "train", "augment_preview", "evaluate", "predict", "explain", "report", "export", "serve", "bench"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -33,6 +33,8 @@ def add_options(parser: argparse.ArgumentParser, cls, *, skip: tuple[str, ...] =
         kw: dict = {"help": (meta.get("help", "") + shown).replace("%", "%%"), "default": argparse.SUPPRESS}
         if meta.get("metavar"):
             kw["metavar"] = meta["metavar"]
+        if meta.get("const") is not None:
+            kw.update(nargs="?", const=meta["const"])
         base, optional = _unwrap(typ)
         choices = literal_choices(typ)
         if meta.get("positional"):

@@ -1,8 +1,11 @@
-"""Augmentation settings and the named presets (no torch here: the train config validates
-against these names when the CLI is built)."""
+"""Augmentation settings, the named presets and the per-run range overrides (no torch here: the
+train config validates against these names when the CLI is built)."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, fields, replace
+
+from ..config import option
 
 
 @dataclass(frozen=True)
@@ -47,3 +50,68 @@ def preset(name: str) -> AugmentConfig:
         return PRESETS[name]
     except KeyError:
         raise ValueError(f"unknown augmentation preset {name!r}; choose one of: {', '.join(PRESETS)}") from None
+
+
+# AugmentRanges fields named differently in AugmentConfig; the others keep their name.
+_CONFIG_NAME = {"rotate": "rotate_deg", "zoom": "scale"}
+
+
+@dataclass(frozen=True)
+class AugmentRanges:
+    """Ranges given for one run on top of a preset; None keeps the preset's value.
+
+    The recipe of rotation +-30 deg, shift +-4.8 px, zoom 0.8-1.2 and flips on 48 px faces is
+    `--rotate 30 --shift 0.1 --zoom 0.2 --flip 0.5`."""
+
+    flip: float | None = option(None, "probability of a horizontal flip, 0-1 (default: the preset's)")
+    rotate: float | None = option(None, "maximum rotation in degrees, drawn from [-rotate, +rotate], 0-180 "
+                                        "(default: the preset's)", metavar="DEG")
+    zoom: float | None = option(None, "zoom factor drawn from [1 - zoom, 1 + zoom] (0.2 = 0.8-1.2), below 1 "
+                                      "(default: the preset's)")
+    shift: float | None = option(None, "maximum shift as a fraction of the image side, 0-1 (0.1 = 4.8 px at 48 px; "
+                                       "default: the preset's)", metavar="FRACTION")
+    brightness: float | None = option(None, "additive brightness jitter in normalised units (0 = off; default: "
+                                            "the preset's)")
+    contrast: float | None = option(None, "contrast factor drawn from [1 - contrast, 1 + contrast] (0 = off; "
+                                          "default: the preset's)")
+    erase: float | None = option(None, "probability of random erasing (one rectangle blanked to the mean), 0-1 "
+                                       "(default: the preset's)")
+
+    def __post_init__(self):
+        problems = []
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if v is None:
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                problems.append(f"{f.name} must be a finite number, got {v!r}")
+            elif v < 0:
+                problems.append(f"{f.name} must be >= 0, got {v}")
+            elif f.name in ("flip", "erase", "shift") and v > 1:
+                problems.append(f"{f.name} must be <= 1, got {v}")
+            elif f.name == "rotate" and v > 180:
+                problems.append(f"rotate must be <= 180 degrees, got {v}")
+            elif f.name == "zoom" and v >= 1:
+                problems.append(f"zoom must be < 1 (the smallest zoom factor 1 - zoom must stay positive), got {v}")
+        if problems:
+            raise ValueError("invalid augmentation ranges: " + "; ".join(problems))
+
+    def given(self) -> dict[str, float]:
+        """The ranges that were set, under their AugmentConfig names (rotate -> rotate_deg, zoom -> scale)."""
+        return {_CONFIG_NAME.get(f.name, f.name): float(getattr(self, f.name)) for f in fields(self)
+                if getattr(self, f.name) is not None}
+
+
+def resolve(preset_name: str, ranges: AugmentRanges) -> AugmentConfig:
+    """The preset `preset_name` with every range set in `ranges` replacing the preset's value."""
+    return replace(preset(preset_name), **ranges.given())
+
+
+def describe(cfg: AugmentConfig, size: int = 48) -> str:
+    """One line of the values an AugmentConfig draws from, with the shift in pixels at `size`."""
+    parts = [f"flip p={cfg.flip:g}", f"rotate +-{cfg.rotate_deg:g} deg",
+             f"zoom {1 - cfg.scale:g}-{1 + cfg.scale:g}",
+             f"shift +-{cfg.shift:g} of the side (+-{cfg.shift * size:.3g} px at {size} px)",
+             f"brightness +-{cfg.brightness:g}", f"contrast {max(1 - cfg.contrast, 0):g}-{1 + cfg.contrast:g}",
+             f"erase p={cfg.erase:g} (up to {cfg.erase_max:.0%} of the area)"]
+    return ", ".join(parts)

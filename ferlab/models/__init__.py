@@ -1,5 +1,5 @@
 """Model registry and architectures. Importing this package registers every model."""
-from . import fernet, keras_reports  # noqa: F401  (registration side effect)
+from . import backbones, fernet, keras_reports  # noqa: F401  (registration side effect)
 from .registry import FERModel, ModelSpec, count_params, create_model, get_spec, list_models, register
 from .summary import format_summary, summarize
 

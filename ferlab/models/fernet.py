@@ -31,6 +31,9 @@ class _Residual(nn.Module):
 class FerNet(FERModel):
     """stem conv -> stages of [maxpool, conv to width, `depth` residual blocks] -> GAP -> linear."""
 
+    head_modules = ("drop", "fc")
+    classifier = "fc"
+
     def __init__(self, num_classes, in_chans, input_size, stem: int, widths: tuple[int, ...],
                  depths: tuple[int, ...], stem_stride: int = 1, dropout: float = 0.2, s2d: bool = False):
         super().__init__(num_classes, in_chans, input_size)
@@ -54,6 +57,7 @@ class FerNet(FERModel):
         self.fc = nn.Linear(c, num_classes)
         self.num_features = c
         self.cam_layer = f"stages.{len(stages) - 1}"
+        self.stage_names = ("stem", *(f"stages.{i}" for i in range(len(stages))))
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

@@ -26,6 +26,9 @@ class _Sequential(FERModel):
         self.features = features
         self.head = head_fn(_flat_dim(features, in_chans, input_size))
         self.cam_layer = cam_layer
+        self.classifier = f"head.{len(self.head) - 1}"
+        # each layer with weights is a stage, as Keras' `layer.trainable` sees it
+        self.stage_names = tuple(f"features.{n}" for n, m in features.named_children() if next(m.parameters(), None) is not None)
 
     def forward_features(self, x):
         return self.features(x)
@@ -145,4 +148,5 @@ def known_bad_relu_head(num_classes, in_chans, input_size):
     head = lambda n: nn.Sequential(nn.Linear(n, num_classes), nn.ReLU())
     m = _Sequential(features, head, num_classes, in_chans, input_size, cam_layer="features.1")
     m.head_activation = "relu"
+    m.classifier = "head.0"
     return m

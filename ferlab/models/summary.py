@@ -101,8 +101,13 @@ def layer_graph(model: FERModel) -> list[dict]:
     modules = dict(model.named_modules())
     nodes: list[dict] = []
     index: dict[fx.Node, int] = {}
+    attrs: dict[fx.Node, int] = {}  # parameters read outside a layer (ConvNeXt's layer scale)
     for n in graph.graph.nodes:
         if n.op == "output":
+            continue
+        if n.op == "get_attr":
+            attrs[n] = graph.get_parameter(n.target).numel() if isinstance(
+                _attr(graph, n.target), torch.nn.Parameter) else 0
             continue
         meta = n.meta.get("tensor_meta")
         shape = tuple(meta.shape[1:]) if meta is not None and hasattr(meta, "shape") else ()
@@ -124,8 +129,14 @@ def layer_graph(model: FERModel) -> list[dict]:
             node = {"name": "input", "kind": "input", "ops": ["Input"], "layers": [], "params": 0}
         else:  # a function or tensor method in forward: add (a residual connection), flatten, cat...
             node = {"name": n.name, "kind": "function", "ops": [getattr(n.target, "__name__", str(n.target))],
-                    "layers": [], "params": 0}
+                    "layers": [], "params": sum(attrs.pop(a, 0) for a in n.all_input_nodes)}
         node.update(shape=shape, inputs=inputs)
         index[n] = len(nodes)
         nodes.append(node)
     return nodes
+
+
+def _attr(module: nn.Module, target: str):
+    for part in target.split("."):
+        module = getattr(module, part)
+    return module

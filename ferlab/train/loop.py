@@ -10,7 +10,6 @@ import os
 import sys
 import time
 import warnings
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ from tqdm import tqdm
 
 from .. import checkpoint, data, history
 from ..data.augment import augment, mix
-from ..data.augment_config import preset
+from ..data.augment_config import resolve
 from ..devices import autocast, describe, grad_scaler
 from ..evaluate.metrics import metrics
 from ..evaluate.tta import predict_logits
@@ -29,8 +28,10 @@ from ..models import count_params, create_model, get_spec
 from ..preprocess import Preprocess
 from . import config as config_mod, distributed
 from .config import TrainConfig, with_channels
+from .finetune import apply_stage, collapse_warning, frozen_count, hold_batchnorm, init_from
 from .finish import finish
 from .guards import TrainingDiverged, chance_warning, check_head, check_logits, diagnose_divergence
+from .inputs import epoch_order, epoch_size, load_data, pixel_maxabs, preprocess_for
 from .job import Job
 from .optim import lr_at, make_ema, make_optimizer, make_plateau
 from .restore import restore
@@ -41,22 +42,11 @@ def _log(msg: str) -> None:
     print(msg, flush=True)  # flushed: runs are often followed through a redirected log file
 
 
-def epoch_order(job: Job) -> torch.Tensor:
-    """This rank's sample indices for the next epoch (a shard of one shared permutation)."""
-    n = len(job.labels)
-    if job.cfg.balance == "sampler":
-        labels = job.labels.cpu()
-        counts = torch.bincount(labels, minlength=job.num_classes).float()
-        order = torch.multinomial((1.0 / counts)[labels], n, replacement=True, generator=job.g_order)
-    else:
-        order = torch.randperm(n, generator=job.g_order)
-    return distributed.shard(order, job.ctx).to(job.ctx.device)
-
-
 def train_one_epoch(job: Job) -> dict:
     cfg, ctx, state, model = job.cfg, job.ctx, job.state, job.model
     model.train()
-    aug = preset(cfg.augment)
+    hold_batchnorm(distributed.unwrap(model), cfg)  # frozen layers keep their pretrained statistics
+    aug = resolve(cfg.augment, cfg.aug)
     order = epoch_order(job)
     steps = len(order) // cfg.batch_size
     t0 = time.perf_counter()
@@ -67,7 +57,7 @@ def train_one_epoch(job: Job) -> dict:
         if cfg.schedule != "plateau":  # plateau: ReduceLROnPlateau owns the optimizer's lr
             lr = lr_at(state, cfg)
             for group in job.opt.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_scale", 1.0)
         idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
         y = job.labels[idx]
         x = augment(job.pp.normalize(job.images[idx]), aug, job.g_aug, crop=cfg.train_crop)
@@ -113,38 +103,6 @@ def validate(model, val: data.FaceData, pp: Preprocess, cfg: TrainConfig, tta: s
     return {"val_loss": loss, "val_acc": m["accuracy"], "val_macro_f1": m["macro_f1"], **per_class}
 
 
-def load_data(cfg: TrainConfig, size: int, channels: int,
-              classes: list[str] | None = None) -> tuple[data.FaceData, data.FaceData]:
-    """Train and validation splits in the label set `classes` (default: `cfg.classes`, else the
-    dataset's own). Classes without a single training image are refused: they cannot be learnt."""
-    want = list(classes or cfg.classes) or None
-    train = data.load(cfg.data, cfg.train_split, size=size, channels=channels, classes=want, skip_bad=cfg.skip_bad)
-    if cfg.val_fraction:
-        train, val = data.stratified_split(train, cfg.val_fraction, cfg.seed)
-    else:
-        val = data.load(cfg.data, cfg.val_split, size=size, channels=channels, classes=train.classes,
-                        skip_bad=cfg.skip_bad)
-    for d in (train, val):
-        for path, why in d.skipped:
-            print(f"skipped {path}: {why}", file=sys.stderr)
-    empty = [c for c, n in train.class_counts().items() if n == 0]
-    if empty:
-        raise data.BadInputError(f"class(es) {empty} have no training images in {cfg.data}; add images or leave "
-                                 f"them out with --classes {','.join(c for c in train.classes if c not in empty)}")
-    return train, val
-
-
-def pixel_maxabs(pp: Preprocess, images: torch.Tensor) -> Preprocess:
-    """`pp` centred on the mean face of uint8 `images` (N, C, S, S) and scaled by the largest
-    absolute value left, so that the training inputs lie in [-1, 1]."""
-    mean = torch.zeros(images.shape[1:], dtype=torch.float64)
-    for i in range(0, len(images), 4096):  # in chunks: a float copy of all of FER2013 is 265 MB
-        mean += images[i:i + 4096].double().sum(0)
-    mean = (mean / len(images) / 255).float()
-    peak = max(float((images[i:i + 4096].float() / 255 - mean).abs().max()) for i in range(0, len(images), 4096))
-    return replace(pp, pixel_mean=tuple(mean.flatten().tolist()), mean=(0.0,), std=(max(peak, 1e-6),))
-
-
 def _is_better(value: float, best: float | None, monitor: str) -> bool:
     if best is None:
         return True
@@ -186,7 +144,11 @@ def _fit(cfg: TrainConfig, ctx: distributed.Context, run_dir, resume: bool, log)
     if cfg.sync_bn and ctx.device.type != "cuda":
         raise ValueError("sync_bn needs CUDA devices (PyTorch's SyncBatchNorm runs on GPUs only); drop --sync-bn")
     cfg = with_channels(cfg, channels)
-    pp = Preprocess(size=size, channels=channels, mean=cfg.mean, std=cfg.std, crop_margin=cfg.crop_margin)
+    init = checkpoint.read(cfg.init) if cfg.init and not resume else None
+    if init is not None and init["model"]["name"] != cfg.arch:
+        raise ValueError(f"--init {cfg.init} holds a {init['model']['name']} but the architecture is {cfg.arch}; "
+                         "leave --arch out (a recipe may set it) to fine-tune the checkpoint's own")
+    pp = preprocess_for(cfg, size, channels, spec, init)
 
     name = cfg.name or distributed.broadcast(f"{cfg.arch}-{time.strftime('%Y%m%d-%H%M%S')}", ctx)
     run_dir = Path(run_dir) if run_dir else Path(cfg.out) / name
@@ -208,10 +170,11 @@ def _fit(cfg: TrainConfig, ctx: distributed.Context, run_dir, resume: bool, log)
         pp = pixel_maxabs(pp, train.images)
     classes = train.classes
     device = ctx.device
-    model = create_model(cfg.arch, num_classes=len(classes), in_chans=channels, input_size=size)
+    model = create_model(cfg.arch, num_classes=len(classes), in_chans=channels, input_size=size, head=cfg.head)
     check_head(model, cfg.arch)
+    start = _starting_weights(model, cfg, init, classes, log)
     model = model.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)
-    steps_per_epoch = len(train) // ctx.world // cfg.batch_size
+    steps_per_epoch = epoch_size(train.labels, len(classes), cfg) // ctx.world // cfg.batch_size
     if steps_per_epoch < 1:
         raise ValueError(f"batch size {cfg.batch_size} x {ctx.world} process(es) exceeds the {len(train)} training "
                          "images; lower --batch-size")
@@ -241,27 +204,64 @@ def _fit(cfg: TrainConfig, ctx: distributed.Context, run_dir, resume: bool, log)
         history.start(metrics_path, classes)
     if ctx.main:
         config_mod.save(cfg, run_dir / "config.yaml")  # on resume too: overrides such as --epochs are recorded
-    job.model = distributed.wrap(model, ctx, cfg.sync_bn)
-    _epochs(job, plateau, train, val, classes, run_dir, log)
+    _epochs(job, plateau, train, val, classes, run_dir, log, start)
     if ctx.main:
         finish(run_dir, cfg, val, log)
     return run_dir
 
 
+def _starting_weights(model, cfg: TrainConfig, init: dict | None, classes: list[str], log) -> dict:
+    """--init or --pretrained weights into `model`; what was loaded, for the checkpoints' metrics."""
+    if init is not None:
+        rows = init_from(model, init, classes)
+        log(f"init: {cfg.init} ({init['model']['name']}): head rows kept for {', '.join(rows['kept']) or 'none'}"
+            + (f"; new: {', '.join(rows['new'])}" if rows["new"] else ""))
+        return {"init": str(cfg.init), "init_classes": rows}
+    if cfg.pretrained:
+        if not hasattr(model, "load_pretrained"):
+            raise ValueError(f"--pretrained loads ImageNet weights into a timm backbone; {cfg.arch} is none. Use "
+                             "--init default to start from ferlab's FER-trained model instead")
+        origin = model.load_pretrained(cfg.pretrained)
+        log(f"pretrained: {cfg.arch} ImageNet weights from {origin}")
+        return {"pretrained": origin}
+    return {}
+
+
+def _enter_stage(job: Job, epoch: int, first: bool, log) -> int:
+    """Freeze or unfreeze for `epoch` and return its stage. At the switch to stage 2: a fresh
+    warm-up + cosine over the remaining epochs, and under torchrun a new DDP wrapper (DDP fixes
+    the parameters it synchronises when it is built)."""
+    model = distributed.unwrap(job.model)
+    staged = bool(job.cfg.freeze_epochs or job.cfg.unfreeze)
+    stage = apply_stage(model, job.cfg, epoch) if staged else 2
+    switched = job.cfg.freeze_epochs > 0 and epoch == job.cfg.freeze_epochs + 1
+    if switched and job.cfg.schedule == "cosine":
+        job.state.schedule_start = job.state.step
+    if staged and (first or switched):
+        log(f"stage {stage}: {frozen_count(model):,} of {count_params(model, trainable_only=False):,} parameters "
+            "frozen")
+    if first or switched:
+        job.model = distributed.wrap(model, job.ctx, job.cfg.sync_bn)
+    return stage
+
+
 def _epochs(job: Job, plateau, train: data.FaceData, val: data.FaceData, classes: list[str], run_dir: Path,
-            log) -> None:
+            log, start: dict) -> None:
     cfg, ctx, state = job.cfg, job.ctx, job.state
     model = distributed.unwrap(job.model)
     base_meta = {"params": count_params(model), "train_size": len(train), "val_size": len(val),
-                 "class_counts": train.class_counts(), "processes": ctx.world, **describe(ctx.device, cfg.amp)}
+                 "class_counts": train.class_counts(), "processes": ctx.world, **describe(ctx.device, cfg.amp), **start}
 
     def payload(weights_model, metrics_, **extra):
         return checkpoint.make_payload(weights_model, cfg.arch, classes, job.pp, config=cfg.to_dict(),
                                        metrics={**base_meta, **metrics_}, epoch=state.epoch, extra=extra)
 
     warned = False
+    stage1_best = None
+    first = state.epoch + 1
     while state.epoch < cfg.epochs:
         state.epoch += 1
+        stage = _enter_stage(job, state.epoch, state.epoch == first, log)
         t0 = time.perf_counter()
         tr = train_one_epoch(job)
         eval_model = job.ema.module if job.ema is not None else model
@@ -270,7 +270,14 @@ def _epochs(job: Job, plateau, train: data.FaceData, val: data.FaceData, classes
             raise TrainingDiverged(diagnose_divergence("the weights", state.epoch, tr["lr"], cfg))
         va = distributed.broadcast(validate(eval_model, val, job.pp, cfg, amp=cfg.amp) if ctx.main else None, ctx)
         state.elapsed += time.perf_counter() - t0
-        row = {"epoch": state.epoch, **tr, **va, "elapsed": state.elapsed}
+        row = {"epoch": state.epoch, "stage": stage, **tr, **va, "elapsed": state.elapsed}
+        if stage == 1:
+            stage1_best = max(stage1_best or 0.0, va["val_acc"])
+        elif stage1_best is not None:
+            msg = collapse_warning(stage1_best, va["val_acc"], len(classes), cfg, (job.pp.mean, job.pp.std))
+            if msg and ctx.main:
+                warnings.warn(msg, RuntimeWarning, stacklevel=2)
+            stage1_best = None  # judged once, on the first epoch after unfreezing
         value = row[cfg.monitor]
         improved = _is_better(value, state.best, cfg.monitor)
         if ctx.main:

@@ -7,6 +7,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel
 
 from .config import TrainConfig
+from .finetune import param_groups
 from .state import TrainState
 
 
@@ -28,10 +29,9 @@ def lr_at(state: TrainState, cfg: TrainConfig) -> float:
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    # No weight decay on BatchNorm and biases: decaying them only hurts small nets.
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    """Head and body groups (`finetune.param_groups`); the schedule sets each group's lr to its
+    `lr_scale` x `lr_at`. Frozen parameters get no gradient, so the optimizer skips them."""
+    groups = param_groups(model, cfg)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
     if cfg.optimizer == "adamw":
