@@ -31,6 +31,7 @@ VARIANTS: dict[str, dict] = {
     "CutMix 1.0": dict(cutmix=1.0),
     "class-weighted loss": dict(balance="weights"),
     "balanced sampler": dict(balance="sampler"),
+    "oversampling with augmented copies (to the largest class)": dict(balance="oversample"),
     "no EMA": dict(ema=0.0),
     "light augmentation": dict(augment="light"),
 }

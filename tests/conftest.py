@@ -1,7 +1,6 @@
 """Shared helpers: small datasets and checkpoints the tests make themselves, and a quiet thread setting."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 

@@ -1,5 +1,4 @@
 import csv
-import time
 
 import numpy as np
 import pytest
