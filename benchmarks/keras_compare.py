@@ -29,6 +29,7 @@ import platform
 import re
 import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -383,6 +384,8 @@ def main() -> None:
         raise SystemExit(f"{a.keras_python} does not exist; create Keras' venv as keras_side.py's docstring says")
     from ferlab.fileio import write_json
 
+    # a plain kill then still removes the temp folder (arrays, run dirs) in compare's `finally`
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     res = compare(a)
     write_json(a.out, res)
     print(table(res))

@@ -68,16 +68,18 @@ def main() -> None:
             "init": "", "arch": "resnet18", "image_size": 48, "channels": 3, "pretrained": args.pretrained})
     if args.only:
         settings = {k: v for k, v in settings.items() if any(s in k for s in args.only.split(","))}
+    old = json.loads(Path(args.out).read_text()) if args.only and Path(args.out).exists() else {}
     res = {"per_class": args.per_class, "classes": list(SIX), "minutes": args.minutes, "seed": args.seed,
-           "val": "FER2013 val (PublicTest) without disgust", "torch": str(torch.__version__), "runs": []}
+           "val": "FER2013 val (PublicTest) without disgust", "torch": str(torch.__version__),
+           "runs": [r for r in old.get("runs", []) if r["setting"] not in settings]}
     with tempfile.TemporaryDirectory() as tmp:
         root = write_subset(args.data, Path(tmp) / "small", args.per_class, args.seed)
         (root / "val").symlink_to(Path(args.data).resolve() / "val")
         for label, (recipe, over) in settings.items():
             common = dict(data=str(root), out=str(Path(tmp) / "runs"), classes=SIX, threads=2, chance_epochs=99)
             load = os.getloadavg()
-            probe = fit(config.build(recipe, **common, **over, epochs=1, name=f"probe{len(res['runs'])}"),
-                        log=lambda m: None)
+            probe = fit(config.build(recipe, **common, **{**over, "freeze_epochs": 0}, epochs=1,
+                                     name=f"probe{len(res['runs'])}"), log=lambda m: None)
             rows = list(_rows(probe))
             per_epoch = rows[-1]["seconds"]
             epochs = max(2, int(args.minutes * 60 // per_epoch))
