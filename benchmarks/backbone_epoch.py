@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 import torch
 
@@ -19,6 +18,7 @@ from ferlab.fileio import write_json
 from ferlab.models import count_params, create_model
 from ferlab.train import config
 from ferlab.train.finetune import apply_stage, hold_batchnorm, param_groups
+from train_step import images_per_s  # benchmarks/ is on sys.path when a script here runs
 
 #: (name, side, channels, head, what the report measured)
 SETTINGS = [("vgg16", 100, 3, "dense1024", "VGG16 + GAP + Dense 1024 at 100x100x3 (report: 53.2 %)"),
@@ -39,20 +39,7 @@ def rate(name, side, chans, head, amp: bool, frozen: bool, batch: int, steps: in
     opt = torch.optim.SGD(param_groups(model, cfg), lr=0.01, momentum=0.9)
     x = torch.randn(batch, chans, side, side).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 7, (batch,))
-
-    def step():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-            loss = torch.nn.functional.cross_entropy(model(x).float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    for _ in range(2):
-        step()
-    t = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return steps * batch / (time.perf_counter() - t)
+    return images_per_s(model, opt, x, y, amp, steps, warmup=2)
 
 
 def main() -> None:

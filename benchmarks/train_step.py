@@ -17,6 +17,23 @@ from ferlab.fileio import write_json
 from ferlab.models import create_model, get_spec
 
 
+def images_per_s(model, opt, x, y, bf16: bool, steps: int, warmup: int = 3) -> float:
+    """Images/s of forward + backward + optimizer step on the batch (x, y), after `warmup` steps."""
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    for _ in range(warmup):
+        step()
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return steps * len(x) / (time.perf_counter() - t)
+
+
 def step_rate(name: str, bf16: bool, channels_last: bool, batch: int = 128, steps: int = 8) -> float:
     spec = get_spec(name)
     m = create_model(name)
@@ -25,20 +42,7 @@ def step_rate(name: str, bf16: bool, channels_last: bool, batch: int = 128, step
     opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
     x = torch.randn(batch, spec.in_chans, spec.input_size, spec.input_size).contiguous(memory_format=fmt)
     y = torch.randint(0, spec.num_classes, (batch,))
-
-    def step():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = torch.nn.functional.cross_entropy(m(x).float(), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-    for _ in range(3):
-        step()
-    t = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return steps * batch / (time.perf_counter() - t)
+    return images_per_s(m, opt, x, y, bf16, steps)
 
 
 def main() -> None:

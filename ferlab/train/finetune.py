@@ -11,7 +11,6 @@
 """
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from ..models import FERModel, get_spec
@@ -109,7 +108,3 @@ def collapse_warning(before: float, after: float, num_classes: int, cfg, normali
                          f"pretrained on mean {list(expected[0])} std {list(expected[1])} (drop --mean/--std)")
     return (f"validation accuracy fell from {before:.1%} at the end of stage 1 to {after:.1%} after unfreezing the "
             "body. Likely causes: " + "; ".join(causes))
-
-
-def frozen_count(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if not p.requires_grad)

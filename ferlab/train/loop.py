@@ -28,7 +28,7 @@ from ..models import count_params, create_model, get_spec
 from ..preprocess import Preprocess
 from . import config as config_mod, distributed
 from .config import TrainConfig, with_channels
-from .finetune import apply_stage, collapse_warning, frozen_count, hold_batchnorm, init_from
+from .finetune import apply_stage, collapse_warning, hold_batchnorm, init_from
 from .finish import finish
 from .guards import TrainingDiverged, chance_warning, check_head, check_logits, diagnose_divergence
 from .inputs import epoch_order, epoch_size, load_data, pixel_maxabs, preprocess_for
@@ -238,7 +238,8 @@ def _enter_stage(job: Job, epoch: int, first: bool, log) -> int:
     if switched and job.cfg.schedule == "cosine":
         job.state.schedule_start = job.state.step
     if staged and (first or switched):
-        log(f"stage {stage}: {frozen_count(model):,} of {count_params(model, trainable_only=False):,} parameters "
+        total = count_params(model, trainable_only=False)
+        log(f"stage {stage}: {total - count_params(model):,} of {total:,} parameters "
             "frozen")
     if first or switched:
         job.model = distributed.wrap(model, job.ctx, job.cfg.sync_bn)
