@@ -1,8 +1,8 @@
 """`ferlab train`."""
 from __future__ import annotations
 
-from ..train.config import RECIPES, TrainConfig
-from .options import add_options, given
+from ..train.config import RECIPES, TeacherConfig, TrainConfig
+from .options import add_options, build, given
 
 
 def add_parsers(sub) -> None:
@@ -14,6 +14,11 @@ def add_parsers(sub) -> None:
                                                        "override its saved config)")
     add_options(p, TrainConfig)
     p.set_defaults(func=run)
+    t = sub.add_parser("teacher", help="write a teacher's soft labels on a training split, for train --teacher",
+                       description="Average the logits of one or more checkpoints over a split and write them, "
+                                   "keyed by image, to an .npz that `ferlab train --teacher FILE` distils from.")
+    add_options(t, TeacherConfig)
+    t.set_defaults(func=run_teacher)
 
 
 def run(args) -> int:
@@ -28,4 +33,14 @@ def run(args) -> int:
             raise ValueError("no dataset: pass --data PATH (a FER2013 CSV or an image folder)")
         run_dir = loop.fit(cfg)
     print(f"run directory: {run_dir}")
+    return 0
+
+
+def run_teacher(args) -> int:
+    from ..train import teacher
+
+    cfg = build(args, TeacherConfig)
+    out = teacher.write(list(cfg.models), cfg.data, cfg.split, cfg.out, tta=cfg.tta, device=cfg.device,
+                        amp=cfg.amp)
+    print(f"wrote {out}")
     return 0

@@ -81,6 +81,13 @@ class TrainConfig:
         "none", "class imbalance: loss weights, a balanced sampler (same epoch size, drawn with replacement), or "
                 "oversample (every image once plus augmented copies of minority classes up to --oversample-to)")
     oversample_to: int = option(0, "oversample: images per class per epoch (0 = the largest class's count)")
+    teacher: str = option("", "distil from a teacher's soft labels: an .npz written by `ferlab teacher` on this "
+                              "training split, or the name of a bundled one",
+                          metavar="FILE")
+    distill: float = option(0.5, "with --teacher: weight a of the distillation term; (1 - a) weighs the labels' "
+                                 "cross-entropy")
+    distill_temperature: float = option(4.0, "with --teacher: softmax temperature T of teacher and student in the "
+                                             "distillation term")
     ema: float = option(0.0, "EMA decay of the weights evaluated and saved (0 = off, e.g. 0.999)")
     tta: Literal["none", "flip", "flip_shift"] = option("flip", "test-time augmentation for the final evaluation")
     early_stop: int = option(0, "stop after this many epochs without val improvement (0 = off)")
@@ -144,12 +151,43 @@ class TrainConfig:
                             "needs at least one epoch")
         if not 0 < self.backbone_lr <= 10:
             problems.append("backbone_lr must be in (0, 10]")
+        if not 0 < self.distill <= 1:
+            problems.append("distill must be in (0, 1]")
+        if self.distill_temperature <= 0:
+            problems.append("distill_temperature must be > 0")
+        if self.teacher and (self.mixup or self.cutmix):
+            problems.append("--teacher with --mixup/--cutmix: the teacher's soft labels are per image, a mixed image "
+                            "has none; drop one of them")
         if bool(self.mean) != bool(self.std):
             problems.append("give --mean and --std together")
         check(self, problems, "training config")
 
     def to_dict(self) -> dict:
         return to_dict(self)
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """`ferlab teacher`: the soft labels a run distils from (`ferlab train --teacher FILE`)."""
+
+    models: tuple[str, ...] = option((), "teacher checkpoints (runs, .pt files, 'default'); several = an ensemble "
+                                         "(their log-probabilities averaged)", positional=True, metavar="MODEL")
+    data: str = option("", "dataset the student will train on")
+    split: str = option("train", "split to label (the student's training split)")
+    out: str = option("", "the .npz to write", metavar="FILE")
+    tta: Literal["none", "flip", "flip_shift"] | None = option(
+        None, "test-time augmentation of the teacher (default: each checkpoint's recorded one)")
+    device: str = option("cpu", "where to run the teachers: cpu, cuda, cuda:N, mps")
+    amp: bool = option(False, "run the teachers in bfloat16 (about 3x faster on CPUs with BF16; logits differ "
+                              "from fp32 by about 1e-2)")
+
+    def __post_init__(self):
+        problems = [] if self.models else ["name at least one teacher checkpoint"]
+        if not self.data:
+            problems.append("give the dataset with --data PATH")
+        if not self.out.endswith(".npz"):
+            problems.append(f"give the output with --out FILE.npz, got {self.out!r}")
+        check(self, problems, "teacher options")
 
 
 #: Named recipes: overrides of the defaults above. `default` trained the bundled model.

@@ -32,3 +32,5 @@ class Job:
     g_aug: torch.Generator
     """Augmentation generator, on the device, seeded per rank."""
     state: TrainState
+    teacher: torch.Tensor | None = None
+    """Teacher logits (N, num_classes) aligned with `images`, on the device (`--teacher`)."""

@@ -26,7 +26,7 @@ from ..evaluate.tta import predict_logits
 from ..fileio import clean_stale_tmp
 from ..models import count_params, create_model, get_spec
 from ..preprocess import Preprocess
-from . import config as config_mod, distributed
+from . import config as config_mod, distributed, teacher as teacher_mod
 from .config import TrainConfig, with_channels
 from .finetune import apply_stage, collapse_warning, hold_batchnorm, init_from
 from .finish import finish
@@ -36,6 +36,7 @@ from .job import Job
 from .optim import lr_at, make_ema, make_optimizer, make_plateau
 from .restore import restore
 from .state import TrainState, rng_state
+from .teacher import distill_loss
 
 
 def _log(msg: str) -> None:
@@ -69,6 +70,9 @@ def train_one_epoch(job: Job) -> dict:
         if state.step == 0:
             check_logits(logits.detach().float(), job.num_classes)
         loss = F.cross_entropy(logits.float(), target, weight=job.class_weights, label_smoothing=cfg.label_smoothing)
+        if job.teacher is not None:
+            kd = distill_loss(logits.float(), job.teacher[idx], cfg.distill_temperature)
+            loss = (1 - cfg.distill) * loss + cfg.distill * kd
         # every rank learns of a NaN on any rank at the same step, so all stop together
         if distributed.any_rank(not torch.isfinite(loss).item(), ctx):
             raise TrainingDiverged(diagnose_divergence(f"the loss (step {i})", state.epoch, lr, cfg))
@@ -187,7 +191,8 @@ def _fit(cfg: TrainConfig, ctx: distributed.Context, run_dir, resume: bool, log)
     job = Job(cfg, ctx, model, make_optimizer(model, cfg), grad_scaler(device, cfg.amp), make_ema(model, cfg.ema),
               pp, images, train.labels.to(device), len(classes), class_weights,
               torch.Generator().manual_seed(cfg.seed), torch.Generator(device).manual_seed(cfg.seed + 1 + ctx.rank),
-              TrainState(total_steps=steps_per_epoch * cfg.epochs, warmup_steps=int(steps_per_epoch * cfg.warmup_epochs)))
+              TrainState(total_steps=steps_per_epoch * cfg.epochs, warmup_steps=int(steps_per_epoch * cfg.warmup_epochs)),
+              teacher_mod.load(cfg.teacher, train, classes).to(device) if cfg.teacher else None)
     plateau = make_plateau(job.opt, cfg)
     metrics_path = run_dir / "metrics.csv"
     if ctx.main:

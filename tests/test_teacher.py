@@ -1,0 +1,125 @@
+"""Knowledge distillation: `ferlab teacher` files and `train --teacher`."""
+import numpy as np
+import pytest
+import torch
+
+from conftest import save_checkpoint
+from ferlab import checkpoint, train
+from ferlab.cli import main
+from ferlab.data import load as load_dataset
+from ferlab.evaluate.tta import predict_logits
+from ferlab.labels import FER2013_CLASSES
+from ferlab.train import config, teacher
+from ferlab.train.teacher import TeacherError, distill_loss
+
+
+def _teacher_file(path, logits, classes, keys):
+    np.savez_compressed(path, logits=np.asarray(logits, np.float16), classes=np.array(classes), keys=np.array(keys),
+                        models=np.array(["made by hand"]), split=np.array("train"))
+    return path
+
+
+def test_written_logits_follow_the_run_s_images_and_classes(tiny_fer_dir, tmp_path):
+    ckpt = save_checkpoint(tmp_path / "t.pt")
+    out = teacher.write([str(ckpt)], str(tiny_fer_dir), "train", tmp_path / "t.npz", tta="flip", log=lambda m: None)
+    full = load_dataset(str(tiny_fer_dir), "train")
+    m = checkpoint.load(ckpt)
+    want = (predict_logits(m.model, full.images, m.preprocess, "flip") / m.temperature).log_softmax(1)
+    assert torch.allclose(teacher.load(str(out), full, list(FER2013_CLASSES)), want, atol=2e-2)
+
+    # another order, a subset of the images and of the classes (columns reordered to the run's)
+    idx = torch.randperm(len(full))[:40]
+    part = full.subset(idx)
+    classes = ["sad", "happy", "angry"]
+    cols = [FER2013_CLASSES.index(c) for c in classes]
+    got = teacher.load(str(out), part, classes)
+    assert got.shape == (40, 3) and torch.allclose(got, want[idx][:, cols], atol=2e-2)
+
+
+def test_an_ensemble_averages_log_probabilities(tiny_fer_dir, tmp_path):
+    a, b = save_checkpoint(tmp_path / "a.pt", seed=1), save_checkpoint(tmp_path / "b.pt", seed=2)
+    full = load_dataset(str(tiny_fer_dir), "train")
+    ta = teacher.load(str(teacher.write([str(a)], str(tiny_fer_dir), "train", tmp_path / "a.npz", tta="none",
+                                        log=lambda m: None)), full, list(FER2013_CLASSES))
+    tb = teacher.load(str(teacher.write([str(b)], str(tiny_fer_dir), "train", tmp_path / "b.npz", tta="none",
+                                        log=lambda m: None)), full, list(FER2013_CLASSES))
+    both = teacher.load(str(teacher.write([str(a), str(b)], str(tiny_fer_dir), "train", tmp_path / "ab.npz",
+                                          tta="none", log=lambda m: None)), full, list(FER2013_CLASSES))
+    assert torch.allclose(both, (ta + tb) / 2, atol=2e-2)
+    assert not torch.allclose(ta, tb, atol=0.1)
+
+
+def test_csv_rows_are_keyed_by_their_pixels():
+    imgs = torch.arange(3 * 4, dtype=torch.uint8).reshape(3, 1, 2, 2)
+    from ferlab.data import FaceData
+    ds = FaceData(imgs, torch.tensor([0, 1, 0]), ["a", "b"])
+    keys = teacher.image_keys(ds)
+    assert len(set(keys)) == 3
+    assert teacher.image_keys(ds.subset(torch.tensor([2, 0]))) == [keys[2], keys[0]]
+
+
+def test_teacher_files_that_do_not_fit_are_refused(tiny_fer_dir, tmp_path):
+    full = load_dataset(str(tiny_fer_dir), "train")
+    keys = teacher.image_keys(full)
+    classes = list(FER2013_CLASSES)
+    logits = np.zeros((len(keys), 7))
+    with pytest.raises(TeacherError, match="not the run's class"):
+        teacher.load(str(_teacher_file(tmp_path / "c.npz", logits[:, :6], classes[:6], keys)), full, classes)
+    with pytest.raises(TeacherError, match="1 of the run's .* not in the teacher"):
+        teacher.load(str(_teacher_file(tmp_path / "k.npz", logits[1:], classes, keys[1:])), full, classes)
+    bad = logits.copy()
+    bad[3, 2] = np.nan
+    with pytest.raises(TeacherError, match="NaN"):
+        teacher.load(str(_teacher_file(tmp_path / "n.npz", bad, classes, keys)), full, classes)
+    with pytest.raises(TeacherError, match="do not match"):
+        teacher.load(str(_teacher_file(tmp_path / "s.npz", logits[:5], classes, keys)), full, classes)
+    (tmp_path / "junk.npz").write_bytes(b"\x00not a zip" * 50)
+    with pytest.raises(TeacherError, match="not a teacher file"):
+        teacher.load(str(tmp_path / "junk.npz"), full, classes)
+    # object arrays unpickle on load: a hostile file is refused, nothing is run
+    np.savez(tmp_path / "pickle.npz", logits=np.array([object()], dtype=object), classes=np.array(classes),
+             keys=np.array(keys))
+    with pytest.raises(TeacherError, match="not a teacher file"):
+        teacher.load(str(tmp_path / "pickle.npz"), full, classes)
+    with pytest.raises(TeacherError, match="no teacher file"):
+        teacher.load(str(tmp_path / "missing.npz"), full, classes)
+
+
+def test_distill_loss_is_the_scaled_kl():
+    s, t = torch.randn(5, 7), torch.randn(5, 7)
+    assert distill_loss(t, t, 4.0).abs() < 1e-6
+    p = (t / 2).softmax(1)
+    manual = (p * (p.log() - (s / 2).log_softmax(1))).sum(1).mean() * 4
+    assert torch.allclose(distill_loss(s, t, 2.0), manual, atol=1e-5)
+
+
+def test_a_student_learns_what_its_teacher_says(tiny_fer_dir, tmp_path):
+    # a teacher that names the *next* class of every image: with the loss all distillation, the
+    # student follows the teacher, not the folders' labels
+    full = load_dataset(str(tiny_fer_dir), "train")
+    shifted = (full.labels + 1) % 7
+    logits = np.full((len(full), 7), -4.0)
+    logits[np.arange(len(full)), shifted.numpy()] = 4.0
+    path = _teacher_file(tmp_path / "shift.npz", logits, list(FER2013_CLASSES), teacher.image_keys(full))
+    cfg = config.build(data=str(tiny_fer_dir), arch="fernet_tiny", epochs=6, batch_size=32, lr=0.05, augment="flip",
+                       out=str(tmp_path / "runs"), name="kd", threads=1, tta="none", chance_epochs=99, amp=False,
+                       teacher=str(path), distill=1.0, distill_temperature=1.0)
+    run = train.fit(cfg, log=lambda m: None)
+    m = checkpoint.load(run / "last.pt")  # best.pt is chosen by val accuracy on the true labels
+    pred = predict_logits(m.model, full.images, m.preprocess).argmax(1)
+    assert (pred == shifted).float().mean() > 0.8
+    assert m.meta["config"]["teacher"] == str(path)
+
+
+def test_teacher_cli_and_option_checks(tiny_fer_dir, tmp_path, capsys):
+    ckpt = save_checkpoint(tmp_path / "t.pt")
+    out = tmp_path / "soft.npz"
+    assert main(["teacher", str(ckpt), "--data", str(tiny_fer_dir), "--out", str(out), "--tta", "none"]) == 0
+    with np.load(out, allow_pickle=False) as f:
+        assert f["logits"].shape == (7 * 24, 7) and f["logits"].dtype == np.float16
+    assert main(["teacher", str(ckpt), "--data", str(tiny_fer_dir), "--out", str(tmp_path / "soft.txt")]) == 2
+    assert "FILE.npz" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="mixed image"):
+        config.build(data="d", teacher=str(out), mixup=0.2)
+    with pytest.raises(ValueError, match=r"distill must be in \(0, 1\]"):
+        config.build(data="d", teacher=str(out), distill=0)
