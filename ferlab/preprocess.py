@@ -66,11 +66,15 @@ class Preprocess:
             return torch.tensor(self.pixel_mean, dtype=torch.float32).view(1, self.channels, self.size, self.size)
         return torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1)
 
+    @functools.cached_property
+    def _affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        std = torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1)
+        return 1.0 / (255.0 * std), self.center / std
+
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, C, H, W) -> float32 normalised, on the tensor's device."""
-        mean = self.center.to(x.device)
-        std = torch.tensor(self.std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-        return (x.float() / 255.0 - mean) / std
+        """uint8 (B, C, H, W) -> float32 (x / 255 - mean) / std, on the tensor's device."""
+        scale, shift = (t.to(x.device) for t in self._affine)
+        return x.float().mul_(scale).sub_(shift)  # two passes over the batch, not three
 
     def denormalize(self, x: torch.Tensor) -> np.ndarray:
         """Normalised (N, C, S, S) -> what the model saw as uint8: (N, S, S) gray or (N, S, S, 3) RGB."""

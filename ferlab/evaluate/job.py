@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 
 from .. import checkpoint, data, labels
-from ..devices import resolve
+from ..devices import keep_freed_memory, resolve
 from ..fileio import write_json
 from .calibration import reliability
 from .config import EvaluateConfig
@@ -23,6 +23,7 @@ def evaluate(ref: str | Path, data_path: str | Path, split: str = "val", tta: st
     Writes eval_<split>.json, confusion_<split>.csv and .png into `out_dir` (default: the run
     directory for a run, else nothing) and the JSON also to `json_path` when given.
     """
+    keep_freed_memory()
     loaded = checkpoint.load(ref)
     loaded.model.to(resolve(device))  # batches follow the model (predict_logits)
     pp = loaded.preprocess

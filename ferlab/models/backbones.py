@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .layers import Dropout
 from .registry import FERModel, register
 
 #: Every backbone listed here was pretrained with these statistics (timm's IMAGENET_DEFAULT_MEAN/STD;
@@ -38,11 +39,11 @@ def _head(kind: str, features: int, num_classes: int) -> nn.Sequential:
     if kind == "linear":
         return nn.Sequential(*pool, nn.Linear(features, num_classes))
     if kind == "dense1024":
-        return nn.Sequential(*pool, nn.Linear(features, 1024), nn.ReLU(inplace=True), nn.Dropout(0.5),
+        return nn.Sequential(*pool, nn.Linear(features, 1024), nn.ReLU(inplace=True), Dropout(0.5),
                              nn.Linear(1024, num_classes))
     if kind == "conv128":
         return nn.Sequential(nn.Conv2d(features, 128, 3, padding=1), nn.ReLU(inplace=True), *pool,
-                             nn.Linear(128, 128), nn.ReLU(inplace=True), nn.Dropout(0.3), nn.Linear(128, num_classes))
+                             nn.Linear(128, 128), nn.ReLU(inplace=True), Dropout(0.3), nn.Linear(128, num_classes))
     raise ValueError(f"unknown head {kind!r}; choose one of: {', '.join(HEADS)}")
 
 

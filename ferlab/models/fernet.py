@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from .layers import Dropout, MaxPool2d
 from .registry import FERModel, register
 
 
@@ -47,13 +48,13 @@ class FerNet(FERModel):
         stages, c = [], stem
         for i, (w, d) in enumerate(zip(widths, depths)):
             # with the s2d stem, the first stage already runs at half resolution: no pool before it
-            pool = [] if (s2d and i == 0) else [nn.MaxPool2d(2)]
+            pool = [] if (s2d and i == 0) else [MaxPool2d(2)]
             entry = [] if c == w else [_conv_bn(c, w)]
             stages.append(nn.Sequential(*pool, *entry, *[_Residual(w) for _ in range(d)]))
             c = w
         self.stages = nn.Sequential(*stages)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.fc = nn.Linear(c, num_classes)
         self.num_features = c
         self.cam_layer = f"stages.{len(stages) - 1}"

@@ -4,12 +4,18 @@ Keras defaults reproduced: 'valid' padding unless a report says 'same', 2x2 max-
 floor, Flatten in channels-last order (irrelevant for parameter counts, kept for fidelity of
 weight layouts only where it matters). Trainable parameter counts are the contract and are
 asserted in the tests.
+
+Where a report writes Conv, ReLU, MaxPool, the stack here is Conv, MaxPool, ReLU: the same
+function (max and ReLU commute, ReLU being monotone) and the same gradients (both send a window's
+gradient to its first maximum, or nowhere when it is not positive), with the ReLU and its backward
+on a quarter of the pixels. Dropout and MaxPool are `layers`' faster, exact equivalents.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from .layers import Dropout, MaxPool2d
 from .registry import FERModel, register
 
 
@@ -43,20 +49,18 @@ def seed_cnn_a(num_classes, in_chans, input_size):
     layers = []
     c = in_chans
     for _ in range(3):
-        layers += [nn.Conv2d(c, 32, 2), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+        layers += [nn.Conv2d(c, 32, 2), MaxPool2d(2), nn.ReLU(inplace=True)]
         c = 32
     head = lambda n: nn.Sequential(nn.Linear(n, 512), nn.ReLU(inplace=True), nn.Linear(512, num_classes))
     return _Sequential(nn.Sequential(*layers), head, num_classes, in_chans, input_size, cam_layer="features.6")
 
 
 def _two_conv(in_chans, pool_dropout: bool):
-    layers = [nn.Conv2d(in_chans, 32, 3), nn.ReLU(inplace=True)]
-    if pool_dropout:
-        layers += [nn.MaxPool2d(2), nn.Dropout(0.25)]
-    layers += [nn.Conv2d(32, 64, 3), nn.ReLU(inplace=True)]
-    if pool_dropout:
-        layers += [nn.MaxPool2d(2), nn.Dropout(0.25)]
-    return nn.Sequential(*layers)
+    def block(cin, cout):  # Conv, ReLU[, MaxPool, Dropout] as Conv[, MaxPool], ReLU[, Dropout]
+        pool = [MaxPool2d(2)] if pool_dropout else []
+        return [nn.Conv2d(cin, cout, 3), *pool, nn.ReLU(inplace=True), *([Dropout(0.25)] if pool_dropout else [])]
+
+    return nn.Sequential(*block(in_chans, 32), *block(32, 64))
 
 
 @register("seed_cnn_b", input_size=100, in_chans=3, num_classes=6, description=
@@ -71,17 +75,17 @@ def seed_cnn_b(num_classes, in_chans, input_size):
           "seed_cnn_b with MaxPool + Dropout 0.25 after each conv and Dropout 0.5 after Dense 128 "
           "(4,353,862 params at 100x100x3)")
 def seed_cnn_b_pool(num_classes, in_chans, input_size):
-    head = lambda n: nn.Sequential(nn.Linear(n, 128), nn.ReLU(inplace=True), nn.Dropout(0.5),
+    head = lambda n: nn.Sequential(nn.Linear(n, 128), nn.ReLU(inplace=True), Dropout(0.5),
                                    nn.Linear(128, num_classes))
-    return _Sequential(_two_conv(in_chans, True), head, num_classes, in_chans, input_size, cam_layer="features.5")
+    return _Sequential(_two_conv(in_chans, True), head, num_classes, in_chans, input_size, cam_layer="features.4")
 
 
 @register("seed_dnn", input_size=48, in_chans=1, description=
           "Report 'DNN': MaxPool-Dropout-ReLU-MaxPool-Dropout, Flatten, Dense 1028, Dropout, Dense 7 "
           "(156,263 params at 48x48x1)")
 def seed_dnn(num_classes, in_chans, input_size):
-    features = nn.Sequential(nn.MaxPool2d(2), nn.Dropout(0.25), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.25))
-    head = lambda n: nn.Sequential(nn.Linear(n, 1028), nn.ReLU(inplace=True), nn.Dropout(0.5),
+    features = nn.Sequential(MaxPool2d(2), Dropout(0.25), nn.ReLU(), MaxPool2d(2), Dropout(0.25))
+    head = lambda n: nn.Sequential(nn.Linear(n, 1028), nn.ReLU(inplace=True), Dropout(0.5),
                                    nn.Linear(1028, num_classes))
     return _Sequential(features, head, num_classes, in_chans, input_size, cam_layer=None)
 
@@ -91,26 +95,26 @@ def seed_dnn(num_classes, in_chans, input_size):
           "Dense 1028, Dropout, Dense 7 (head as in the report's DNN twin)")
 def seed_cnn_c(num_classes, in_chans, input_size):
     features = nn.Sequential(
-        nn.Conv2d(in_chans, 32, 3), nn.Conv2d(32, 32, 3), nn.ReLU(inplace=True), nn.MaxPool2d(2), nn.Dropout(0.25),
-        nn.Conv2d(32, 64, 3), nn.ReLU(inplace=True), nn.MaxPool2d(2), nn.Dropout(0.25),
+        nn.Conv2d(in_chans, 32, 3), nn.Conv2d(32, 32, 3), MaxPool2d(2), nn.ReLU(inplace=True), Dropout(0.25),
+        nn.Conv2d(32, 64, 3), MaxPool2d(2), nn.ReLU(inplace=True), Dropout(0.25),
     )
-    head = lambda n: nn.Sequential(nn.Linear(n, 1028), nn.ReLU(inplace=True), nn.Dropout(0.5),
+    head = lambda n: nn.Sequential(nn.Linear(n, 1028), nn.ReLU(inplace=True), Dropout(0.5),
                                    nn.Linear(1028, num_classes))
-    return _Sequential(features, head, num_classes, in_chans, input_size, cam_layer="features.6")
+    return _Sequential(features, head, num_classes, in_chans, input_size, cam_layer="features.5")
 
 
 def _bn_block(cin, cout, dropout):
     layers = [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.LeakyReLU(0.01, inplace=True),
-              nn.MaxPool2d(2)]
+              MaxPool2d(2)]
     if dropout:
-        layers.append(nn.Dropout(dropout))
+        layers.append(Dropout(dropout))
     return nn.Sequential(*layers)
 
 
 def _dense_bn(cin, cout, dropout):
     layers = [nn.Linear(cin, cout), nn.BatchNorm1d(cout), nn.LeakyReLU(0.01, inplace=True)]
     if dropout:
-        layers.append(nn.Dropout(dropout))
+        layers.append(Dropout(dropout))
     return layers
 
 
@@ -144,7 +148,7 @@ def seed_dense_bn(num_classes, in_chans, input_size):
           "KNOWN BAD (kept on purpose): the report's 96x96x3 CNN with 256 4x4 filters and a ReLU output "
           "layer that produced NaN losses; training guards refuse it")
 def known_bad_relu_head(num_classes, in_chans, input_size):
-    features = nn.Sequential(nn.Conv2d(in_chans, 256, 4), nn.ReLU(inplace=True), nn.MaxPool2d(2))
+    features = nn.Sequential(nn.Conv2d(in_chans, 256, 4), nn.ReLU(inplace=True), MaxPool2d(2))
     head = lambda n: nn.Sequential(nn.Linear(n, num_classes), nn.ReLU())
     m = _Sequential(features, head, num_classes, in_chans, input_size, cam_layer="features.1")
     m.head_activation = "relu"

@@ -17,6 +17,7 @@ import numpy as np
 
 from .. import checkpoint
 from ..checkpoint import Loaded
+from ..devices import keep_freed_memory
 from .backends import TorchClassifier, onnx_classifier
 from .config import BACKENDS, DetectorConfig
 from .detect import Detector, Face, align_crop, make_detector
@@ -82,6 +83,7 @@ class Recognizer:
                  detector: DetectorConfig | str | Detector = "yunet", backend: Literal["torch", "onnx"] = "torch", *,
                  align: bool = True, small_side: int | None = None, batch_size: int = 64,
                  onnx_path: str | Path | None = None, amp: bool = False, device: str = "auto"):
+        keep_freed_memory()
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
         self.backend = backend

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from .. import checkpoint, data, history
 from ..data.augment import augment, mix
 from ..data.augment_config import resolve
-from ..devices import autocast, describe, grad_scaler
+from ..devices import autocast, describe, grad_scaler, keep_freed_memory
 from ..evaluate.metrics import metrics
 from ..evaluate.tta import predict_logits
 from ..fileio import clean_stale_tmp
@@ -51,7 +51,10 @@ def train_one_epoch(job: Job) -> dict:
     order = epoch_order(job)
     steps = len(order) // cfg.batch_size
     t0 = time.perf_counter()
-    stats = torch.zeros(3, dtype=torch.float64, device=ctx.device)  # loss sum, correct, seen (no per-step sync)
+    # running sums stay on the device: no host sync per step
+    loss_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)
+    correct = torch.zeros((), dtype=torch.int64, device=ctx.device)
+    seen = 0
     lr = job.opt.param_groups[0]["lr"]
     bar = tqdm(range(steps), desc=f"epoch {state.epoch}", leave=False, disable=not (sys.stderr.isatty() and ctx.main))
     for i in bar:
@@ -87,13 +90,13 @@ def train_one_epoch(job: Job) -> dict:
         if job.ema is not None:
             job.ema.update_parameters(distributed.unwrap(model))
         state.step += 1
-        stats += torch.stack([loss.detach().double() * len(y), (logits.argmax(1) == y).sum().double(),
-                              torch.tensor(float(len(y)), dtype=torch.float64, device=ctx.device)])
-        if i % 20 == 0 and ctx.main:
-            s = stats.tolist()
-            bar.set_postfix(loss=f"{s[0] / s[2]:.3f}", acc=f"{s[1] / s[2]:.3f}")
+        loss_sum += loss.detach() * len(y)
+        correct += (logits.argmax(1) == y).sum()
+        seen += len(y)
+        if i % 20 == 0 and not bar.disable:
+            bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}")
     dt = time.perf_counter() - t0
-    loss_sum, correct, seen = distributed.sum_all(stats.tolist(), ctx)
+    loss_sum, correct, seen = distributed.sum_all([loss_sum.item(), float(correct.item()), float(seen)], ctx)
     return {"train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1), "lr": lr,
             "seconds": dt, "images_per_s": seen / dt}
 
@@ -123,6 +126,7 @@ def _threads(cfg: TrainConfig) -> int:
 def fit(cfg: TrainConfig, run_dir: str | Path | None = None, resume: bool = False, log=_log) -> Path:
     """Train per `cfg`; returns the run directory holding best.pt, last.pt, metrics.csv and plots.
     Under torchrun every process calls this; rank 0 alone writes files and logs."""
+    keep_freed_memory()
     ctx = distributed.setup(cfg.device)
     try:
         out = _fit(cfg, ctx, run_dir, resume, log if ctx.main else (lambda m: None))
