@@ -1,0 +1,104 @@
+"""The report networks' fast settings (issue 14): exact layers, fused optimizer, bf16 recipe."""
+import pytest
+import torch
+from torch import nn
+
+from ferlab import devices, train
+from ferlab.models import create_model
+from ferlab.models.layers import Dropout, MaxPool2d
+from ferlab.train.optim import make_optimizer
+
+REPORT_NETS = ["seed_cnn_a", "seed_cnn_b_pool", "seed_dnn", "seed_cnn_bn", "seed_dense_bn"]
+
+
+@pytest.mark.parametrize("shape,channels_last", [((4, 3, 7, 9), False), ((4, 5, 8, 6), True), ((2, 32, 23, 23), True),
+                                                  ((3, 1, 48, 48), False)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_maxpool_is_torch_s_with_and_without_gradients(shape, channels_last, dtype):
+    x = (torch.randn(shape) * 2).round().to(dtype)  # rounded: many ties, which the backward must break alike
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    g = torch.randn(shape[0], shape[1], shape[2] // 2, shape[3] // 2).to(dtype)
+    results = []
+    for pool in (nn.MaxPool2d(2), MaxPool2d(2)):
+        with torch.no_grad():
+            fast = pool(x)
+        xi = x.clone().requires_grad_()
+        y = pool(xi)
+        y.backward(g)
+        results.append((fast, y.detach(), xi.grad))
+    for ref, ours in zip(results[0], results[1]):
+        assert torch.equal(ref, ours)
+    # the no-grad path keeps the memory format the next convolution wants
+    assert results[1][0].is_contiguous(memory_format=torch.channels_last) == channels_last or shape[1] == 1
+
+
+def test_maxpool_other_settings_are_torch_s():
+    x = torch.randn(2, 3, 9, 9)
+    for kw in (dict(kernel_size=3), dict(kernel_size=2, stride=1), dict(kernel_size=2, ceil_mode=True),
+               dict(kernel_size=2, padding=1)):
+        with torch.no_grad():
+            assert torch.equal(MaxPool2d(**kw)(x), nn.MaxPool2d(**kw)(x)), kw
+
+
+def test_dropout_drops_p_scales_the_rest_and_follows_torch_s_seed():
+    x = torch.randn(64, 32, 49, 49).contiguous(memory_format=torch.channels_last).requires_grad_()
+    d = Dropout(0.25)
+    torch.manual_seed(3)
+    y = d(x)
+    kept = y != 0
+    assert abs(1 - kept.float().mean().item() - 0.25) < 0.002
+    assert torch.allclose(y[kept], x[kept] / 0.75)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    y.backward(torch.ones_like(y))
+    assert torch.allclose(x.grad, kept.float() / 0.75)
+    torch.manual_seed(3)
+    assert torch.equal(d(x), y)  # the same seed, the same mask (resumed runs restore torch's RNG)
+    assert not torch.equal(d(x), y)
+    d.eval()
+    assert d(x) is x
+    # not a plain CPU tensor of a dense layout: torch's own dropout
+    assert Dropout(0.5)(x[:, :, ::2]).shape == x[:, :, ::2].shape
+    assert torch.equal(Dropout(1.0).train()(x), torch.zeros_like(x))
+
+
+def test_report_cnn_is_the_function_the_report_wrote():
+    # the report's order, Conv-ReLU-MaxPool, with the same weights: same logits and gradients
+    torch.manual_seed(0)
+    ours = create_model("seed_cnn_a").eval()
+    convs = [m for m in ours.features if isinstance(m, nn.Conv2d)]
+    theirs = nn.Sequential(*[layer for c in convs for layer in (c, nn.ReLU(), nn.MaxPool2d(2))])
+    x = torch.randn(5, 3, 48, 48)
+    a = ours.head(ours.features(x).flatten(1))
+    b = ours.head(theirs(x).flatten(1))
+    assert torch.allclose(a, b, atol=1e-6)
+    ga = torch.autograd.grad(a.sum(), convs[0].weight)[0]
+    gb = torch.autograd.grad(ours.head(theirs(x).flatten(1)).sum(), convs[0].weight)[0]
+    assert torch.allclose(ga, gb, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", REPORT_NETS)
+def test_report_recipe_trains_report_networks_with_the_fast_settings(arch):
+    cfg = train.build("report", arch=arch, data="d")
+    assert cfg.amp and cfg.channels_last and cfg.optimizer == "adam" and cfg.batch_size == 64
+    model = create_model(arch)
+    layers = list(model.modules())
+    assert not any(type(m) in (nn.Dropout, nn.MaxPool2d) for m in layers), "a slow torch layer in a report network"
+    opt = make_optimizer(model, cfg)
+    assert all(g["fused"] for g in opt.param_groups)
+
+
+def test_report_cnns_pool_before_their_relu():
+    for arch in ("seed_cnn_a", "seed_cnn_b_pool", "seed_cnn_c"):
+        kinds = [type(m) for m in create_model(arch).features]
+        for i, k in enumerate(kinds[:-1]):
+            assert not (k is nn.ReLU and kinds[i + 1] is MaxPool2d), arch
+
+
+def test_malloc_keeps_freed_memory_on_glibc(monkeypatch):
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt is glibc's")
+    assert devices.keep_freed_memory() is True
+    assert devices.keep_freed_memory() is True  # idempotent
