@@ -6,6 +6,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from . import layers
 from .registry import FERModel, count_params
 
 
@@ -91,7 +92,12 @@ def layer_graph(model: FERModel) -> list[dict]:
     from torch import fx
     from torch.fx.passes.shape_prop import ShapeProp
 
-    graph = fx.symbolic_trace(model)
+    class Tracer(fx.Tracer):
+        # ferlab's drop-in Dropout/MaxPool2d (models.layers) are layers, like torch's own
+        def is_leaf_module(self, m, qualname):
+            return type(m).__module__ == layers.__name__ or super().is_leaf_module(m, qualname)
+
+    graph = fx.GraphModule(model, Tracer().trace(model))
     was_training = model.training
     model.eval()
     try:
