@@ -110,6 +110,16 @@ def test_a_student_learns_what_its_teacher_says(tiny_fer_dir, tmp_path):
     assert (pred == shifted).float().mean() > 0.8
     assert m.meta["config"]["teacher"] == str(path)
 
+    # benchmarks/distill.py collects such runs for the README
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location("bench_distill", Path(__file__).parents[1] / "benchmarks" / "distill.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    entry = bench.run_entry(run)
+    assert entry["distill"] == 1.0 and entry["distill_temperature"] == 1.0 and entry["epochs"] == 6
+    assert 0 <= entry["val_acc_tta"] <= 1 and entry["teacher"] == str(path)
+
 
 def test_teacher_cli_and_option_checks(tiny_fer_dir, tmp_path, capsys):
     ckpt = save_checkpoint(tmp_path / "t.pt")
