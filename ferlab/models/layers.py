@@ -45,11 +45,10 @@ def _max2x2(x: torch.Tensor) -> torch.Tensor:
 
 class MaxPool2d(nn.MaxPool2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self._is_plain_2x2() or x.dim() != 4 or x.shape[-1] < 2 or x.shape[-2] < 2:
-            return super().forward(x)
-        if torch.is_grad_enabled() and x.requires_grad:
-            # a gradient to route: torch's kernel (a strided-view version with a one-byte argmax
-            # was 3-4x slower in its backward)
+        # torch's kernel where a gradient must be routed (a strided version with a one-byte argmax
+        # had a 3-4x slower backward) and in traced graphs (ONNX export: one MaxPool node)
+        if ((torch.is_grad_enabled() and x.requires_grad) or torch.jit.is_tracing() or not self._is_plain_2x2()
+                or x.dim() != 4 or min(x.shape[-2:]) < 2):
             return super().forward(x)
         return _max2x2(x)
 
