@@ -177,7 +177,7 @@ class TeacherConfig:
     out: str = option("", "the .npz to write", metavar="FILE")
     tta: Literal["none", "flip", "flip_shift"] | None = option(
         None, "test-time augmentation of the teacher (default: each checkpoint's recorded one)")
-    device: str = option("cpu", "where to run the teachers: cpu, cuda, cuda:N, mps")
+    device: str = option("cpu", "where to run the teachers: auto, cpu, cuda, cuda:N, mps")
     amp: bool = option(False, "run the teachers in bfloat16 (about 3x faster on CPUs with BF16; logits differ "
                               "from fp32 by about 1e-2)")
 

@@ -72,9 +72,10 @@ def train_one_epoch(job: Job) -> dict:
             logits = model(x)
         if state.step == 0:
             check_logits(logits.detach().float(), job.num_classes)
-        loss = F.cross_entropy(logits.float(), target, weight=job.class_weights, label_smoothing=cfg.label_smoothing)
+        logits32 = logits.float()
+        loss = F.cross_entropy(logits32, target, weight=job.class_weights, label_smoothing=cfg.label_smoothing)
         if job.teacher is not None:
-            kd = distill_loss(logits.float(), job.teacher[idx], cfg.distill_temperature)
+            kd = distill_loss(logits32, job.teacher[idx], cfg.distill_temperature)
             loss = (1 - cfg.distill) * loss + cfg.distill * kd
         # every rank learns of a NaN on any rank at the same step, so all stop together
         if distributed.any_rank(not torch.isfinite(loss).item(), ctx):

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import checkpoint, data, labels
+from ..devices import resolve as resolve_device
 from ..evaluate.tta import predict_logits
 from ..fileio import atomic_write
 
@@ -54,13 +55,13 @@ def write(models: list[str], data_path: str, split: str, out: str | Path, tta: s
         if m.classes != classes:
             raise TeacherError(f"{m.path} predicts {m.classes}, {loaded[0].path} {classes}: an ensemble needs one "
                                "label set")
-    total, ds = None, None
+    total, ds, where = None, None, resolve_device(device)
     for m, name in zip(loaded, models):
         pp = m.preprocess
         ds = data.load(data_path, split, size=pp.size, channels=pp.channels)
         y = torch.tensor(labels.index_map(ds.classes, classes))[ds.labels]
         view = tta or m.meta.get("config", {}).get("tta", "none")
-        logits = predict_logits(m.model.to(device), ds.images, pp, view, amp=amp).cpu().double()
+        logits = predict_logits(m.model.to(where), ds.images, pp, view, amp=amp).double()  # back on the CPU
         # average probabilities' logs, not raw logits: models with other temperatures weigh alike
         logp = (logits / m.temperature).log_softmax(1)
         total = logp if total is None else total + logp
