@@ -5,7 +5,7 @@ from torch import nn
 
 from ferlab import devices, train
 from ferlab.models import create_model
-from ferlab.models.layers import Dropout, MaxPool2d
+from ferlab.models.layers import Dropout, MaxPool2d, flatten_nchw
 from ferlab.train.optim import make_optimizer
 
 REPORT_NETS = ["seed_cnn_a", "seed_cnn_b_pool", "seed_dnn", "seed_cnn_bn", "seed_dense_bn"]
@@ -61,6 +61,29 @@ def test_dropout_drops_p_scales_the_rest_and_follows_torch_s_seed():
     # not a plain CPU tensor of a dense layout: torch's own dropout
     assert Dropout(0.5)(x[:, :, ::2]).shape == x[:, :, ::2].shape
     assert torch.equal(Dropout(1.0).train()(x), torch.zeros_like(x))
+
+
+def test_dropout_16_bit_rates_and_input_dtype():
+    # p = 0.1 is no multiple of 1/256: 16-bit draws; bf16 in, bf16 out (the mask takes x's dtype)
+    x = torch.ones(64, 512, dtype=torch.bfloat16, requires_grad=True)
+    torch.manual_seed(0)
+    y = Dropout(0.1)(x)
+    assert y.dtype == torch.bfloat16
+    assert abs((y == 0).float().mean().item() - 0.1) < 0.005
+    assert torch.equal(y.unique(), torch.tensor([0, 1 / 0.9], dtype=torch.bfloat16))
+    for p in (0.3, 0.5, 0.75):  # 16-bit, 8-bit, 8-bit
+        z = Dropout(p)(torch.ones(200_000))
+        assert abs((z == 0).float().mean().item() - p) < 0.005, p
+
+
+def test_flatten_nchw_keeps_the_order_and_hands_back_a_channels_last_gradient():
+    x = torch.randn(4, 8, 5, 5).contiguous(memory_format=torch.channels_last).requires_grad_()
+    y = flatten_nchw(x)
+    assert torch.equal(y, x.detach().contiguous().flatten(1))  # NCHW order: weights mean the same
+    g = torch.randn_like(y)
+    y.backward(g)
+    assert x.grad.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(x.grad, g.view(4, 8, 5, 5))
 
 
 def test_report_cnn_is_the_function_the_report_wrote():

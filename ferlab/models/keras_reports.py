@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import Dropout, MaxPool2d
+from .layers import Dropout, MaxPool2d, flatten_nchw
 from .registry import FERModel, register
 
 
@@ -40,7 +40,7 @@ class _Sequential(FERModel):
         return self.features(x)
 
     def forward_head(self, x):
-        return self.head(x.flatten(1))  # (B, C*H*W)
+        return self.head(flatten_nchw(x))  # (B, C*H*W)
 
 
 @register("seed_cnn_a", input_size=48, in_chans=3, description=
