@@ -5,7 +5,7 @@ from torch import nn
 
 from ferlab import devices, train
 from ferlab.models import create_model
-from ferlab.models.layers import Dropout, MaxPool2d, flatten_nchw
+from ferlab.models.layers import Dropout, MaxPool2d, flatten
 from ferlab.train.optim import make_optimizer
 
 REPORT_NETS = ["seed_cnn_a", "seed_cnn_b_pool", "seed_dnn", "seed_cnn_bn", "seed_dense_bn"]
@@ -76,9 +76,9 @@ def test_dropout_16_bit_rates_and_input_dtype():
         assert abs((z == 0).float().mean().item() - p) < 0.005, p
 
 
-def test_flatten_nchw_keeps_the_order_and_hands_back_a_channels_last_gradient():
+def test_flatten_keeps_the_nchw_order_and_hands_back_a_channels_last_gradient():
     x = torch.randn(4, 8, 5, 5).contiguous(memory_format=torch.channels_last).requires_grad_()
-    y = flatten_nchw(x)
+    y = flatten(x)
     assert torch.equal(y, x.detach().contiguous().flatten(1))  # NCHW order: weights mean the same
     g = torch.randn_like(y)
     y.backward(g)

@@ -15,8 +15,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import Dropout, MaxPool2d, flatten_nchw
+from .layers import Dropout, MaxPool2d, flatten
 from .registry import FERModel, register
+
+# one node in torch.fx graphs (the architecture diagram), not its memory-format branches
+torch.fx.wrap("flatten")
 
 
 def _flat_dim(features: nn.Module, in_chans: int, size: int) -> int:
@@ -40,7 +43,7 @@ class _Sequential(FERModel):
         return self.features(x)
 
     def forward_head(self, x):
-        return self.head(flatten_nchw(x))  # (B, C*H*W)
+        return self.head(flatten(x))  # (B, C*H*W)
 
 
 @register("seed_cnn_a", input_size=48, in_chans=3, description=

@@ -50,12 +50,13 @@ _generators = threading.local()  # one bit generator per thread, its state set o
 
 def _uniform_bits(n: int, levels: int) -> np.ndarray:
     """n integers uniform in [0, levels) (256 or 65536) from SFC64, whose state (a, b, c, counter)
-    is three words drawn from torch's default generator."""
-    bits = getattr(_generators, "sfc64", None)
-    if bits is None:
-        bits = _generators.sfc64 = np.random.SFC64(0)
-    state = bits.state
-    words = torch.randint(-2 ** 63, 2 ** 63 - 1, (4,), dtype=torch.int64).numpy().view(np.uint64)
+    is three words (63 random bits each) drawn from torch's default generator."""
+    local = _generators.__dict__
+    if "sfc64" not in local:
+        local["sfc64"] = np.random.SFC64(0)
+        local["state"] = local["sfc64"].state  # reused: reading `.state` builds a new dict each time
+    bits, state = local["sfc64"], local["state"]
+    words = torch.empty(4, dtype=torch.int64).random_().numpy().view(np.uint64)
     words[3] = 1
     state["state"]["state"] = words
     bits.state = state
@@ -63,7 +64,7 @@ def _uniform_bits(n: int, levels: int) -> np.ndarray:
     return bits.random_raw(-(-n // per_word)).view(np.uint8 if levels == 256 else np.uint16)[:n]
 
 
-def flatten_nchw(x: torch.Tensor) -> torch.Tensor:
+def flatten(x: torch.Tensor) -> torch.Tensor:
     """`x.flatten(1)` in NCHW order whatever x's memory format, with the gradient handed back in
     x's format: a channels_last activation otherwise receives an NCHW gradient, and the ReLU and
     dropout backward ops before it take torch's slow mixed-format path (4.4 ms -> 0.5 ms for a
