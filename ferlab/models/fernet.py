@@ -71,7 +71,7 @@ class FerNet(FERModel):
 
 
 @register("fernet_tiny", input_size=48, in_chans=1, description=
-          "FerNet tiny: stride-2 stem, widths 24-48-96, no residual blocks; for >=20k faces/s inference")
+          "FerNet tiny: stride-2 stem 16, widths 32-64-128, one residual block (middle stage); for >=20k faces/s inference")
 def fernet_tiny(num_classes, in_chans, input_size):
     return FerNet(num_classes, in_chans, input_size, stem=16, widths=(32, 64, 128), depths=(0, 1, 0),
                   stem_stride=2, dropout=0.1)
