@@ -6,6 +6,7 @@ A run directory holds `config.yaml`, `metrics.csv`, `best.pt` (the best validati
 """
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -83,7 +84,7 @@ def train_one_epoch(job: Job) -> dict:
             kd = distill_loss(logits32, job.teacher[idx], cfg.distill_temperature)
             loss = (1 - cfg.distill) * loss + cfg.distill * kd
         # every rank learns of a NaN on any rank at the same step, so all stop together
-        if distributed.any_rank(not torch.isfinite(loss).item(), ctx):
+        if distributed.any_rank(not math.isfinite(loss.item()), ctx):
             raise TrainingDiverged(diagnose_divergence(f"the loss (step {i})", state.epoch, lr, cfg))
         job.opt.zero_grad(set_to_none=True)
         if job.scaler is not None:  # float16 autocast: scale the loss so small gradients survive
