@@ -36,11 +36,12 @@ class _OneCallPerStep:
     """`torch.optim.Adam`/`AdamW` with `fused=True`, minus the per-step Python around the kernel.
 
     torch's fused step rebuilds its tensor lists, groups them by device and dtype and runs the
-    kernel once per parameter group on every step: for the report DNN's four tensors (156K
-    parameters) that is 0.3-0.4 ms of a 1.4-1.9 ms step, and `zero_grad` another 0.05 ms. This
-    step makes the same calls torch's `_fused_adam` makes (`_foreach_add_` of the step counts,
-    then `torch._fused_adam_` or `_fused_adamw_`) on the same state tensors, once for all groups
-    that share their hyperparameters: 0.10-0.16 ms, and 0.01 ms to zero the gradients. The state
+    kernel once per parameter group on every step. This step makes the same calls torch's
+    `_fused_adam` makes (`_foreach_add_` of the step counts, then `torch._fused_adam_` or
+    `_fused_adamw_`) on the same state tensors, once for all groups that share their
+    hyperparameters: for the report DNN's four tensors (156K parameters, a 1.4-1.9 ms training
+    step) 0.27 ms instead of 0.34, and `zero_grad` 0.01 ms instead of 0.04
+    (`benchmarks/optim_step.py`); what is left is the kernel, bound by memory. The state
     is torch's own, initialised by torch's step on the first call, so `state_dict`, resuming and
     checkpoints are unchanged; anything this path does not cover (a GradScaler's inf checks,
     amsgrad, a tensor lr, mixed devices or dtypes, a closure) is torch's step as before."""
