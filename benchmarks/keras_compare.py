@@ -290,7 +290,8 @@ def compare(a) -> dict:
         "data": str(source), "limit": a.limit, "batch_size": a.batch_size, "epochs": EPOCHS, "threads": a.threads,
         "repeats": a.repeats, "eval_passes": a.eval_passes, "ferlab_set": sets, "six_class_map": SIX_CLASSES,
         "versions": {"torch": str(torch.__version__), "ferlab": ferlab.__version__, "python": platform.python_version()},
-        "cpu": {"count": os.cpu_count(), "model": _cpu_model(), "torch_capability": torch.backends.cpu.get_cpu_capability()},
+        "cpu": {"count": os.cpu_count(), "model": _cpu_model(), **_cpu_generation(),
+                "torch_capability": torch.backends.cpu.get_cpu_capability()},
         "loadavg_start": list(os.getloadavg()), "networks": {},
     }
     try:
@@ -351,6 +352,29 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _cpu_generation() -> dict:
+    """CPU family/model/stepping and the vector extensions that decide either side's kernels. This
+    VM's "AMD EPYC" has been more than one generation (family 25 is Zen 3/4, 26 Zen 5), and the
+    two sides' speeds move differently between them."""
+    info = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = (part.strip() for part in line.partition(":"))
+            names = {"cpu family": "family", "model": "model_number", "stepping": "stepping"}
+            if key in names and names[key] not in info:
+                info[names[key]] = value
+            elif key == "flags":
+                info["flags"] = sorted(f for f in value.split() if f.startswith(("avx512", "amx", "avx_vnni")))
+                break
+    except OSError:
+        pass
+    return info
+
+
+def _generation(cpu: dict) -> str:
+    return f" (family {cpu['family']} model {cpu['model_number']})" if "family" in cpu else ""
+
+
 def table(r: dict) -> str:
     """The Markdown table of a keras_compare JSON: medians over the repetitions, min-max after."""
     def rate(s: dict) -> str:
@@ -379,7 +403,7 @@ def table(r: dict) -> str:
     lines.append(f"\n{r['repeats']} repetitions each side (median, min-max), batch {r['batch_size']}, "
                  f"{r['threads']} threads each side, {r['limit'] or 'all'} training images, epoch {r['epochs']} of "
                  f"{r['epochs']} timed; torch {r['versions']['torch']}, TensorFlow {kv.get('tensorflow', '?')} + "
-                 f"Keras {kv.get('keras', '?')}; {r['cpu']['model']}, {r['cpu']['count']} cores; "
+                 f"Keras {kv.get('keras', '?')}; {r['cpu']['model']}{_generation(r['cpu'])}, {r['cpu']['count']} cores; "
                  f"{r['seconds'] / 60:.1f} minutes in all.")
     return "\n".join(lines)
 

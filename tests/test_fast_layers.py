@@ -134,3 +134,64 @@ def test_traced_graphs_keep_one_maxpool_op():
         traced = torch.jit.trace(nn.Sequential(MaxPool2d(2)).eval(), torch.randn(1, 3, 8, 8))
     graph = str(traced.inlined_graph)
     assert "aten::max_pool2d" in graph and "aten::maximum" not in graph
+
+
+def _same_bits_or_both_nan(a, b):
+    return bool(((a == b) | (a.isnan() & b.isnan())).all()) and torch.equal(a.isnan(), b.isnan())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_training_pool_runs_the_compiled_kernel_and_breaks_ties_nans_and_signed_zeros_as_torch(dtype, channels_last):
+    from ferlab.models import maxpool
+
+    if not maxpool.available():
+        pytest.skip("numba is not installed: training pools use torch's kernel")
+    x = (torch.randn(3, 16, 13, 11) * 2).round().to(dtype)  # odd sides: floor mode drops a row and a column
+    flat = x.view(-1)
+    flat[::7] = -0.0
+    flat[5::97] = float("nan")
+    flat[6::89] = float("-inf")
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    g = torch.randn(3, 16, 6, 5).to(dtype)
+    outs = []
+    for pool in (nn.MaxPool2d(2), MaxPool2d(2)):
+        xi = x.clone().requires_grad_()
+        y = pool(xi)
+        y.backward(g)
+        outs.append((y, xi.grad))
+    (y_ref, g_ref), (y, grad) = outs
+    assert type(y.grad_fn).__name__ == "MaxPool2x2Backward"
+    assert _same_bits_or_both_nan(y_ref.detach(), y.detach())
+    assert torch.equal(g_ref, grad)  # the same element of each window gets the gradient
+    assert y.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    assert grad.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def test_training_pool_leaves_what_the_kernels_do_not_cover_to_torch():
+    x = torch.randn(2, 4, 8, 8, requires_grad=True)
+    assert type(MaxPool2d(2)(x.half()).grad_fn).__name__ == "MaxPool2DWithIndicesBackward0"  # float16
+    assert type(MaxPool2d(2)(x[:, :, ::2, ::2]).grad_fn).__name__ != "MaxPool2x2Backward"  # a strided view
+
+
+def test_training_pool_works_in_a_forked_child():
+    # GNU OpenMP (numba's threads) does not survive fork(): a child must not hang, and must agree
+    import multiprocessing as mp
+
+    from ferlab.models import maxpool
+
+    if not maxpool.available():
+        pytest.skip("numba is not installed")
+    x = torch.randn(2, 8, 10, 10).contiguous(memory_format=torch.channels_last).requires_grad_()
+    MaxPool2d(2)(x).sum().backward()  # the parent's threads have run
+    ctx = mp.get_context("fork")
+    with ctx.Pool(1) as pool:
+        grad = pool.apply_async(_child_pool_grad, (x.detach(),)).get(timeout=120)
+    assert torch.equal(grad, x.grad)
+
+
+def _child_pool_grad(x):
+    x = x.clone().requires_grad_()
+    MaxPool2d(2)(x).sum().backward()
+    return x.grad
