@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ..devices import autocast, resolve
+from ..models.fold import fold_batchnorm
 
 
 class Classifier(Protocol):
@@ -27,7 +28,8 @@ class TorchClassifier:
 
     def __init__(self, model: torch.nn.Module, amp: bool = False, device: torch.device | str = "cpu"):
         self.device = resolve(device)
-        self.model = model.eval().to(self.device, memory_format=torch.channels_last)
+        # a copy with BatchNorm folded into the layers before it (models.fold); `model` stays as it is
+        self.model = fold_batchnorm(model).to(self.device, memory_format=torch.channels_last)
         self.amp = amp
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
