@@ -195,3 +195,22 @@ def _child_pool_grad(x):
     x = x.clone().requires_grad_()
     MaxPool2d(2)(x).sum().backward()
     return x.grad
+
+
+def test_a_numba_that_cannot_compile_leaves_training_to_torch_s_kernel(monkeypatch):
+    numba = pytest.importorskip("numba")
+    from ferlab.models import maxpool
+
+    def broken_jit(*args, **kwargs):
+        def wrap(fn):
+            def call(*a, **k):
+                raise RuntimeError("LLVM failed")
+            return call
+        return wrap
+
+    monkeypatch.setattr(numba, "njit", broken_jit)
+    monkeypatch.setattr(maxpool, "_kernels", {})
+    with pytest.warns(RuntimeWarning, match="could not compile"):
+        assert not maxpool.available()
+    x = torch.randn(2, 4, 8, 8).contiguous(memory_format=torch.channels_last).requires_grad_()
+    assert type(MaxPool2d(2)(x).grad_fn).__name__ == "MaxPool2DWithIndicesBackward0"

@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 
+import numpy as np
 import torch
 
 _kernels: dict[bool, tuple] = {}
@@ -112,6 +114,16 @@ def _build(parallel: bool) -> tuple | None:
                         v = g[n, oh, ow, c]
                         gi[n, h, w, c] = v if code[n, oh, ow, c] == here else 0
 
+    try:  # compile now, on the array types every call uses: a broken numba/LLVM means torch's kernel
+        code = np.zeros((1, 1, 1, 1), np.uint8)
+        for dtype in (np.int16, np.float32):
+            x, out = np.zeros((1, 2, 2, 1), dtype), np.zeros((1, 1, 1, 1), dtype)
+            (forward16 if dtype == np.int16 else forward32)(x, out, code)
+            backward(out, code, x)
+    except Exception as e:  # noqa: BLE001 (numba raises many kinds; any of them means: not usable)
+        warnings.warn(f"numba could not compile ferlab's pooling kernels ({type(e).__name__}: {e}); training "
+                      "uses torch's max-pool kernel (the same results, slower)", RuntimeWarning, stacklevel=2)
+        return None
     return forward16, forward32, backward
 
 
