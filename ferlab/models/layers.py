@@ -18,7 +18,7 @@ state dict, same results), only faster where torch is slow:
   it (evaluation, prediction, or a pool with no parameters before it): torch's pooling kernel is
   4-12x slower on few-channel NCHW tensors, 1.8x on channels_last ones. With a gradient to
   propagate it runs the compiled kernels of `maxpool` on CPU bfloat16/float32 tensors (forward +
-  backward 2.6x faster than torch's for a 64x32x47x47 activation; each window's gradient goes to
+  backward 3x faster than torch's for a 64x32x47x47 activation; each window's gradient goes to
   its first maximum, as in torch and Keras), and `nn.MaxPool2d` itself elsewhere or without numba.
 """
 from __future__ import annotations
