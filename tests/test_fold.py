@@ -58,3 +58,21 @@ def test_prediction_paths_run_the_folded_copy():
         ref = model(pp.normalize(images))
     assert torch.allclose(predict_logits(model, images, pp, channels_last=False), ref, atol=1e-4, rtol=1e-4)
     assert torch.allclose(torch.from_numpy(clf(pp.normalize(images).numpy())), ref, atol=1e-4, rtol=1e-4)
+
+
+def test_ten_crop_tta_averages_the_corner_and_centre_crops_of_the_face_and_its_mirror():
+    from ferlab.evaluate.tta import predict_logits
+    from ferlab.preprocess import Preprocess
+
+    model = _trained_like(create_model("fernet_tiny"))  # global pooling: takes 40x40 crops
+    pp = Preprocess(size=48, channels=1, mean=(0.5,), std=(0.25,))
+    images = torch.randint(0, 255, (3, 1, 48, 48), dtype=torch.uint8)
+    x = pp.normalize(images)
+    crops = [v[..., i:i + 40, j:j + 40] for v in (x, x.flip(-1)) for i, j in ((0, 0), (0, 8), (8, 0), (8, 8), (4, 4))]
+    with torch.no_grad():
+        ref = torch.stack([model(c) for c in crops]).mean(0)
+    got = predict_logits(model, images, pp, "ten_crop", channels_last=False)
+    assert torch.allclose(got, ref, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(got, predict_logits(model, images, pp, "flip", channels_last=False), atol=1e-3)
+    with pytest.raises(ValueError, match="ten_crop TTA feeds 40x40 crops"):
+        predict_logits(create_model("seed_cnn_a", in_chans=1), images, pp, "ten_crop")  # a flatten head

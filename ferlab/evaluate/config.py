@@ -13,7 +13,7 @@ class EvaluateConfig:
                         positional=True, metavar="MODEL")
     data: str = option("", "dataset: FER2013 CSV or an image folder")
     split: str = option("val", "split to evaluate: train, val, test or all")
-    tta: Literal["none", "flip", "flip_shift"] | None = option(
+    tta: Literal["none", "flip", "flip_shift", "ten_crop"] | None = option(
         None, "test-time augmentation (default: the one recorded in the checkpoint)")
     json: str | None = option(None, "also write the metrics JSON to this file", metavar="FILE")
     out: str | None = option(None, "folder for eval_<split>.json and confusion files (default: the run "

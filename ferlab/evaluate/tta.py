@@ -10,7 +10,7 @@ from ..devices import autocast
 from ..models.fold import fold_batchnorm
 from ..preprocess import Preprocess
 
-TTA = Literal["none", "flip", "flip_shift"]
+TTA = Literal["none", "flip", "flip_shift", "ten_crop"]
 
 
 @torch.inference_mode()
@@ -19,7 +19,9 @@ def predict_logits(model: torch.nn.Module, images: torch.Tensor, preprocess: Pre
     """Average logits of `model` over uint8 images (N, C, H, W), with optional test-time augmentation.
 
     flip: the image and its mirror. flip_shift: also 1-pixel-per-16 shifts in 4 directions of both
-    (10 views), the cheap cousin of ten-crop for models that see the whole 48x48 face.
+    (10 views), the cheap cousin of ten-crop for models that see the whole 48x48 face. ten_crop:
+    the four corner and the centre 40x40 crops (5/6 of the side) of both, for models trained on
+    such crops (`--train-crop 40`) that take smaller inputs (global pooling).
     Batches run on the model's device (the uint8 images may live anywhere); logits come back as
     float32 on the CPU. `amp` runs the model under mixed precision (bfloat16 on CPUs: 3x faster on
     AMX), used for the per-epoch validation during training (reported final figures use fp32).
@@ -27,8 +29,8 @@ def predict_logits(model: torch.nn.Module, images: torch.Tensor, preprocess: Pre
     its BatchNorm folded (`models.fold`). The report BN CNN's batch-64 bf16 pass over val: 2,950
     img/s as loaded (NCHW weights, BatchNorm), 7,450 folded in channels_last.
     """
-    if tta not in ("none", "flip", "flip_shift"):
-        raise ValueError(f"unknown tta {tta!r}; choose one of: none, flip, flip_shift")
+    if tta not in ("none", "flip", "flip_shift", "ten_crop"):
+        raise ValueError(f"unknown tta {tta!r}; choose one of: none, flip, flip_shift, ten_crop")
     model = fold_batchnorm(model)  # eval mode; BatchNorm folded into a copy (models.fold)
     if channels_last:  # weights in the input's format too: oneDNN otherwise reorders them on every call
         model = model.to(memory_format=torch.channels_last)
@@ -47,6 +49,25 @@ def predict_logits(model: torch.nn.Module, images: torch.Tensor, preprocess: Pre
                 p = F.pad(v, (s, s, s, s), mode="replicate")
                 h, w = v.shape[-2:]
                 views += [p[..., :h, s:s + w], p[..., 2 * s:, s:s + w], p[..., s:s + h, :w], p[..., s:s + h, 2 * s:]]
+        if tta == "ten_crop":
+            views = _ten_crops(views)
         with autocast(device, amp):
-            out.append(torch.stack([model(v).float() for v in views]).mean(0).cpu())
+            try:
+                out.append(torch.stack([model(v).float() for v in views]).mean(0).cpu())
+            except RuntimeError as e:
+                if tta != "ten_crop":
+                    raise
+                raise ValueError(f"ten_crop TTA feeds {views[0].shape[-1]}x{views[0].shape[-2]} crops, which "
+                                 f"{type(model).__name__} cannot take (a network with global pooling can): "
+                                 f"use --tta flip or flip_shift ({e})") from None
     return torch.cat(out)
+
+
+def _ten_crops(views: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The four corner and the centre crops, 5/6 of the side (40 of 48: the side `--train-crop 40`
+    trains on), of the image and of its mirror."""
+    x, mirror = views
+    h, w = x.shape[-2:]
+    ch, cw = round(h * 5 / 6), round(w * 5 / 6)
+    corners = [(0, 0), (0, w - cw), (h - ch, 0), (h - ch, w - cw), ((h - ch) // 2, (w - cw) // 2)]
+    return [v[..., i:i + ch, j:j + cw] for v in (x, mirror) for i, j in corners]
