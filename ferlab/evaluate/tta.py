@@ -25,9 +25,10 @@ def predict_logits(model: torch.nn.Module, images: torch.Tensor, preprocess: Pre
     Batches run on the model's device (the uint8 images may live anywhere); logits come back as
     float32 on the CPU. `amp` runs the model under mixed precision (bfloat16 on CPUs: 3x faster on
     AMX), used for the per-epoch validation during training (reported final figures use fp32).
-    `model` is put in eval mode (and in channels_last with `channels_last`); it runs as a copy with
-    its BatchNorm folded (`models.fold`). The report BN CNN's batch-64 bf16 pass over val: 2,950
-    img/s as loaded (NCHW weights, BatchNorm), 7,450 folded in channels_last.
+    `model` is put in eval mode and runs as a copy with its BatchNorm folded (`models.fold`), in
+    channels_last with `channels_last`; a model with nothing to fold runs itself, moved to
+    channels_last. The report BN CNN's batch-64 bf16 pass over 3,589 faces: 2,609 img/s as a
+    checkpoint loads it, 8,341 folded (`benchmarks/eval_pass.py`).
     """
     if tta not in ("none", "flip", "flip_shift", "ten_crop"):
         raise ValueError(f"unknown tta {tta!r}; choose one of: none, flip, flip_shift, ten_crop")

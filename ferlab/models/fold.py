@@ -19,11 +19,8 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 
 def _foldable(layer: nn.Module, bn: nn.Module) -> bool:
-    if not (isinstance(bn, nn.modules.batchnorm._BatchNorm) and bn.track_running_stats
-            and bn.running_mean is not None and type(layer) in (nn.Conv2d, nn.Linear)):
-        return False
-    return (isinstance(layer, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)) or \
-        (isinstance(layer, nn.Linear) and isinstance(bn, nn.BatchNorm1d))
+    pair = (type(layer), type(bn))
+    return pair in ((nn.Conv2d, nn.BatchNorm2d), (nn.Linear, nn.BatchNorm1d)) and bn.running_mean is not None
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
