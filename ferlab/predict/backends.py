@@ -28,7 +28,8 @@ class TorchClassifier:
 
     def __init__(self, model: torch.nn.Module, amp: bool = False, device: torch.device | str = "cpu"):
         self.device = resolve(device)
-        # a copy with BatchNorm folded into the layers before it (models.fold); `model` stays as it is
+        # a copy with BatchNorm folded into the layers before it (models.fold); a model with nothing
+        # to fold is used (and moved) itself, as before
         self.model = fold_batchnorm(model).to(self.device, memory_format=torch.channels_last)
         self.amp = amp
 
