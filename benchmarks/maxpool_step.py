@@ -40,23 +40,35 @@ def timed_block(fn, n: int) -> float:
     return (time.perf_counter() - t) / n * 1e3
 
 
-def ab(fn, n: int, repeats: int) -> dict:
-    """Milliseconds of fn() with each kernel: alternating blocks of n calls after a warm-up."""
-    real = maxpool.supported
-    kernels = {"ferlab": real, "torch": lambda x: False}
-    runs = {k: [] for k in kernels}
+def alternate(fn, n: int, repeats: int, variants: dict) -> dict:
+    """Milliseconds of fn() under each variant (name -> a function that switches to it and returns
+    the switch back): alternating blocks of n calls after a warm-up; speedup = torch / ferlab."""
+    runs = {k: [] for k in variants}
     for r in range(repeats):
-        for name in (list(kernels) if r % 2 == 0 else list(kernels)[::-1]):
-            maxpool.supported = kernels[name]
+        for name in (list(variants) if r % 2 == 0 else list(variants)[::-1]):
+            restore = variants[name]()
             try:
                 for _ in range(3):
                     fn()
                 runs[name].append(timed_block(fn, n))
             finally:
-                maxpool.supported = real
+                restore()
     med = {k: statistics.median(v) for k, v in runs.items()}
     return {"ms": {k: {"median": med[k], "runs": v} for k, v in runs.items()},
             "speedup": med["torch"] / med["ferlab"]}
+
+
+def _pool_kernel(supported):
+    def switch():
+        real = maxpool.supported
+        maxpool.supported = supported
+        return lambda: setattr(maxpool, "supported", real)
+    return switch
+
+
+def ab(fn, n: int, repeats: int) -> dict:
+    """fn() with ferlab's pooling kernels against torch's."""
+    return alternate(fn, n, repeats, {"ferlab": _pool_kernel(maxpool.supported), "torch": _pool_kernel(lambda x: False)})
 
 
 def pool_case(shape, repeats: int) -> dict:
@@ -74,7 +86,8 @@ def pool_case(shape, repeats: int) -> dict:
     return ab(fn, 40 if shape[-1] < 64 else 8, repeats)
 
 
-def step_case(arch: str, repeats: int) -> dict:
+def train_step(arch: str):
+    """A training step of `arch` on a random batch of 64, and the number of steps a block times."""
     model = create_model(arch).to(memory_format=torch.channels_last)
     s = model.input_size
     x = torch.randn(64, model.in_chans, s, s).contiguous(memory_format=torch.channels_last)
@@ -88,7 +101,12 @@ def step_case(arch: str, repeats: int) -> dict:
         loss.backward()
         opt.step()
 
-    return ab(fn, 20 if s < 64 else 4, repeats)
+    return fn, 20 if s < 64 else 4
+
+
+def step_case(arch: str, repeats: int) -> dict:
+    fn, n = train_step(arch)
+    return ab(fn, n, repeats)
 
 
 def main() -> None:

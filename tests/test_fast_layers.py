@@ -108,6 +108,12 @@ def test_report_recipe_trains_report_networks_with_the_fast_settings(arch):
     model = create_model(arch)
     layers = list(model.modules())
     assert not any(type(m) in (nn.Dropout, nn.MaxPool2d) for m in layers), "a slow torch layer in a report network"
+    from ferlab.models.layers import Sequential
+
+    # every BatchNorm1d sits in a Sequential that runs it, its activation and dropout fused
+    for seq in (m for m in layers if isinstance(m, nn.Sequential)):
+        if any(isinstance(m, nn.BatchNorm1d) for m in seq):
+            assert type(seq) is Sequential, arch
     opt = make_optimizer(model, cfg)
     assert all(g["fused"] for g in opt.param_groups)
 
@@ -214,3 +220,136 @@ def test_a_numba_that_cannot_compile_leaves_training_to_torch_s_kernel(monkeypat
         assert not maxpool.available()
     x = torch.randn(2, 4, 8, 8).contiguous(memory_format=torch.channels_last).requires_grad_()
     assert type(MaxPool2d(2)(x).grad_fn).__name__ == "MaxPool2DWithIndicesBackward0"
+
+
+def _bn_stack(act=nn.LeakyReLU(0.01, inplace=True), momentum=0.1, drop=None):
+    torch.manual_seed(0)
+    layers = [nn.Linear(20, 16), nn.BatchNorm1d(16, momentum=momentum), act, *([drop] if drop else []),
+              nn.Linear(16, 8)]
+    with torch.no_grad():
+        layers[1].weight.uniform_(0.5, 1.5)
+        layers[1].bias.uniform_(-0.5, 0.5)
+    return layers
+
+
+def _train_twice(seq, x, g, amp=False):
+    """Two training steps' outputs, input gradients, parameter gradients and buffers."""
+    outs = []
+    for _ in range(2):
+        xi = x.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            y = seq(xi)
+        seq.zero_grad()
+        y.backward(g.to(y.dtype))
+        outs.append((y.detach().float(), xi.grad.float(), [p.grad.clone() for p in seq.parameters()],
+                     [b.clone().float() for b in seq.buffers()]))
+    return outs
+
+
+@pytest.mark.parametrize("act,momentum", [(nn.LeakyReLU(0.01, inplace=True), 0.1), (nn.ReLU(), None)])
+def test_fused_batchnorm_activation_is_torch_s_in_float32(act, momentum):
+    from ferlab.models import bn_act
+    from ferlab.models.layers import Sequential
+
+    if not bn_act.available():
+        pytest.skip("numba is not installed: BatchNorm runs as torch's modules")
+    fused, plain = Sequential(*_bn_stack(act, momentum)), nn.Sequential(*_bn_stack(act, momentum))
+    assert fused.state_dict().keys() == plain.state_dict().keys()
+    x, g = torch.randn(32, 20) * 3 + 1, torch.randn(32, 8)
+    calls = []
+    real = bn_act.run
+    bn_act.run = lambda *a: calls.append(1) or real(*a)
+    try:
+        got = _train_twice(fused, x, g)
+    finally:
+        bn_act.run = real
+    assert len(calls) == 2, "the fused kernels did not run"
+    for (y, gx, pg, bufs), (y0, gx0, pg0, bufs0) in zip(got, _train_twice(plain, x, g)):
+        assert torch.allclose(y, y0, atol=1e-5) and torch.allclose(gx, gx0, atol=1e-5)
+        for a, b in zip(pg, pg0):  # the Linear's bias before a BatchNorm has a zero gradient: noise
+            assert torch.allclose(a, b, atol=1e-5)
+        for a, b in zip(bufs, bufs0):  # running mean and (unbiased) variance, batch count
+            assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_fused_batchnorm_activation_under_bf16_autocast_differs_by_rounding_only():
+    from ferlab.models import bn_act
+    from ferlab.models.layers import Sequential
+
+    if not bn_act.available():
+        pytest.skip("numba is not installed")
+    x, g = torch.randn(64, 20), torch.randn(64, 8)
+    got, ref = _train_twice(Sequential(*_bn_stack()), x, g, amp=True), _train_twice(nn.Sequential(*_bn_stack()), x, g, amp=True)
+    for (y, gx, pg, bufs), (y0, gx0, pg0, bufs0) in zip(got, ref):
+        assert (y - y0).abs().max() <= 2 ** -6 * y0.abs().max()  # a bfloat16 rounding or two
+        assert (gx - gx0).norm() <= 0.02 * gx0.norm()
+        for i in (0, 2, 3, 4, 5):  # not the Linear bias before the BatchNorm (its gradient is zero up to noise)
+            assert (pg[i] - pg0[i]).norm() <= 0.02 * pg0[i].norm(), i
+
+
+def test_fused_dropout_keeps_one_minus_p_follows_torch_s_seed_and_is_fresh_each_step():
+    from ferlab.models import bn_act
+    from ferlab.models.layers import Sequential
+
+    if not bn_act.available():
+        pytest.skip("numba is not installed")
+    seq = Sequential(nn.BatchNorm1d(2048), nn.ReLU(), Dropout(0.25))
+    x = torch.randn(256, 2048, requires_grad=True)
+    torch.manual_seed(5)
+    y = seq(x)
+    ref_bn = nn.BatchNorm1d(2048)
+    undropped = torch.relu(ref_bn(x))
+    live = undropped.detach() > 0
+    kept = (y.detach() != 0) & live
+    rate = kept.sum().item() / live.sum().item()
+    assert abs(rate - 0.75) < 0.005
+    assert torch.allclose(y[kept], undropped[kept] / 0.75, atol=1e-5)
+    # neighbours are independent: P(both kept) = 0.75^2
+    both = (kept[:, 1:] & kept[:, :-1]).sum().item() / (live[:, 1:] & live[:, :-1]).sum().item()
+    assert abs(both - 0.5625) < 0.01
+    # the backward regenerates the same mask: torch's gradient through that mask
+    g = torch.randn_like(y)
+    (gx,) = torch.autograd.grad(y, x, g)
+    (gx0,) = torch.autograd.grad(undropped * kept / 0.75, x, g)
+    assert torch.allclose(gx, gx0, atol=1e-5)
+    torch.manual_seed(5)
+    assert torch.equal(seq(x.detach()), y.detach())  # the same seed, the same mask
+    assert not torch.equal(seq(x.detach()), y.detach())  # the next step, another one
+
+
+def test_fused_batchnorm_leaves_hooks_evaluation_and_other_layouts_to_the_modules(monkeypatch):
+    from ferlab.models import bn_act
+    from ferlab.models.layers import Sequential
+
+    if not bn_act.available():
+        pytest.skip("numba is not installed")
+    seq = Sequential(*_bn_stack())
+    calls = []
+    monkeypatch.setattr(bn_act, "run", lambda *a: calls.append(1))
+    seen = []
+    handle = seq[1].register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    seq(torch.randn(8, 20))
+    assert seen == [(8, 16)] and not calls  # a hooked layer (explanations) runs as itself
+    handle.remove()
+    seq.eval()(torch.randn(8, 20))
+    Sequential(nn.BatchNorm1d(16), nn.ReLU())(torch.randn(8, 16, 5))  # (N, C, L): torch's modules
+    assert not calls
+
+
+def test_a_numba_that_cannot_compile_leaves_batchnorm_to_torch(monkeypatch):
+    pytest.importorskip("numba")
+    from ferlab.models import _bn_act_kernels, bn_act
+    from ferlab.models.layers import Sequential
+
+    def broken(*a):
+        raise RuntimeError("LLVM failed")
+
+    monkeypatch.setattr(_bn_act_kernels, "forward_f32", broken)
+    monkeypatch.setattr(bn_act, "_kernels", [])
+    with pytest.warns(RuntimeWarning, match="could not compile"):
+        assert not bn_act.available()
+    y = Sequential(*_bn_stack())(torch.randn(8, 20, requires_grad=True))
+    assert type(y.grad_fn).__name__ == "AddmmBackward0"
+    monkeypatch.setattr(bn_act, "_kernels", [])
+    monkeypatch.setenv("FERLAB_BN_ACT", "torch")
+    assert not bn_act.available()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import Dropout, MaxPool2d, flatten
+from .layers import Dropout, MaxPool2d, Sequential, flatten
 from .registry import FERModel, register
 
 # one node in torch.fx graphs (the architecture diagram), not its memory-format branches
@@ -127,7 +127,7 @@ def _dense_bn(cin, cout, dropout):
 def seed_cnn_bn(num_classes, in_chans, input_size):
     features = nn.Sequential(_bn_block(in_chans, 32, 0), _bn_block(32, 64, 0.1), _bn_block(64, 128, 0.2),
                              _bn_block(128, 256, 0.2))
-    head = lambda n: nn.Sequential(*_dense_bn(n, 512, 0.5), *_dense_bn(512, 256, 0.1), nn.Linear(256, num_classes))
+    head = lambda n: Sequential(*_dense_bn(n, 512, 0.5), *_dense_bn(512, 256, 0.1), nn.Linear(256, num_classes))
     return _Sequential(features, head, num_classes, in_chans, input_size, cam_layer="features.3.2")
 
 
@@ -142,7 +142,7 @@ def seed_dense_bn(num_classes, in_chans, input_size):
         for w in widths:
             layers += _dense_bn(c, w, 0.1)
             c = w
-        return nn.Sequential(*layers, nn.Linear(c, num_classes))
+        return Sequential(*layers, nn.Linear(c, num_classes))
 
     return _Sequential(nn.Identity(), head, num_classes, in_chans, input_size, cam_layer=None)
 

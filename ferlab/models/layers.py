@@ -1,4 +1,4 @@
-"""Drop-in replacements for two torch layers whose CPU kernels are slow on small tensors, and a
+"""Drop-in replacements for torch layers whose CPU kernels are slow on small tensors, and a
 flatten that keeps backward ops in their memory format.
 
 They compute exactly what `nn.Dropout` and `nn.MaxPool2d` compute (same class hierarchy, same
@@ -20,6 +20,9 @@ state dict, same results), only faster where torch is slow:
   propagate it runs the compiled kernels of `maxpool` on CPU bfloat16/float32 tensors (forward +
   backward 3x faster than torch's for a 64x32x47x47 activation; each window's gradient goes to
   its first maximum, as in torch and Keras), and `nn.MaxPool2d` itself elsewhere or without numba.
+- `Sequential` runs each BatchNorm1d -> LeakyReLU/ReLU [-> Dropout] run of its layers as one
+  compiled forward and backward (`bn_act`) in training on a CPU, and every layer on its own
+  elsewhere; its layers, names and state dict are `nn.Sequential`'s.
 """
 from __future__ import annotations
 
@@ -110,3 +113,23 @@ class MaxPool2d(nn.MaxPool2d):
         return (pair(self.kernel_size) == (2, 2) and pair(self.stride or self.kernel_size) == (2, 2)
                 and pair(self.padding) == (0, 0) and pair(self.dilation) == (1, 1) and not self.ceil_mode
                 and not self.return_indices)
+
+
+class Sequential(nn.Sequential):
+    def forward(self, x):
+        # traced graphs (diagrams, export) and evaluation see the layers one by one
+        if not (self.training and isinstance(x, torch.Tensor) and x.device.type == "cpu") or torch.jit.is_tracing() \
+                or torch.compiler.is_compiling():
+            return super().forward(x)
+        from . import bn_act  # numba loads only when such a layer trains
+
+        mods, i = list(self._modules.values()), 0
+        while i < len(mods):
+            n = bn_act.match(mods, i, x)
+            if n:
+                x = bn_act.run(x, *mods[i:i + n])
+                i += n
+            else:
+                x = mods[i](x)
+                i += 1
+        return x
