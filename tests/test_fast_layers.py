@@ -353,3 +353,55 @@ def test_a_numba_that_cannot_compile_leaves_batchnorm_to_torch(monkeypatch):
     monkeypatch.setattr(bn_act, "_kernels", [])
     monkeypatch.setenv("FERLAB_BN_ACT", "torch")
     assert not bn_act.available()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_pool_then_relu_in_one_kernel_is_torch_s_bit_for_bit(dtype, channels_last):
+    from ferlab.models import maxpool
+    from ferlab.models.layers import Sequential
+
+    if not maxpool.available():
+        pytest.skip("numba is not installed")
+    x = (torch.randn(3, 16, 13, 11) * 2).round().to(dtype)  # many ties and zeros; windows of all-negatives
+    flat = x.view(-1)
+    flat[::7] = -0.0
+    flat[5::97] = float("nan")
+    flat[6::89] = float("-inf")
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    g = torch.randn(3, 16, 6, 5).to(dtype)
+    outs = []
+    for seq in (nn.Sequential(nn.MaxPool2d(2), nn.ReLU(inplace=True)), Sequential(MaxPool2d(2), nn.ReLU(inplace=True))):
+        xi = x.clone().requires_grad_()
+        y = seq(xi)
+        y.backward(g)
+        outs.append((y, xi.grad))
+    (y_ref, g_ref), (y, grad) = outs
+    assert type(y.grad_fn).__name__ == "MaxPool2x2Backward"  # one node: the ReLU ran inside the pool
+    assert _same_bits_or_both_nan(y_ref.detach(), y.detach())
+    assert torch.equal(torch.signbit(y_ref.detach()), torch.signbit(y.detach())) or dtype == torch.bfloat16
+    assert torch.equal(g_ref, grad)
+    assert y.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def test_report_cnn_trains_with_pool_and_relu_fused_and_explains_with_them_apart():
+    from ferlab.models import maxpool
+
+    if not maxpool.available():
+        pytest.skip("numba is not installed")
+    m = create_model("seed_cnn_a").train()
+    x = torch.randn(2, 3, 48, 48)
+    y = m(x)
+    nodes, stack = set(), [y.grad_fn]
+    while stack:
+        f = stack.pop()
+        if f is not None and f not in nodes:
+            nodes.add(f)
+            stack.extend(n for n, _ in f.next_functions)
+    names = [type(f).__name__ for f in nodes]
+    assert names.count("MaxPool2x2Backward") == 3 and "ReluBackward0" in names  # the head's ReLU only
+    seen = []
+    m.features[8].register_forward_hook(lambda mod, i, o: seen.append(o.shape))  # the last ReLU
+    m(x)
+    assert seen == [(2, 32, 5, 5)]  # a hook on a ReLU (activations, a user's) sees it run

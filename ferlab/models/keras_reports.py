@@ -55,7 +55,7 @@ def seed_cnn_a(num_classes, in_chans, input_size):
         layers += [nn.Conv2d(c, 32, 2), MaxPool2d(2), nn.ReLU(inplace=True)]
         c = 32
     head = lambda n: nn.Sequential(nn.Linear(n, 512), nn.ReLU(inplace=True), nn.Linear(512, num_classes))
-    return _Sequential(nn.Sequential(*layers), head, num_classes, in_chans, input_size, cam_layer="features.6")
+    return _Sequential(Sequential(*layers), head, num_classes, in_chans, input_size, cam_layer="features.6")
 
 
 def _two_conv(in_chans, pool_dropout: bool):
@@ -63,7 +63,7 @@ def _two_conv(in_chans, pool_dropout: bool):
         pool = [MaxPool2d(2)] if pool_dropout else []
         return [nn.Conv2d(cin, cout, 3), *pool, nn.ReLU(inplace=True), *([Dropout(0.25)] if pool_dropout else [])]
 
-    return nn.Sequential(*block(in_chans, 32), *block(32, 64))
+    return Sequential(*block(in_chans, 32), *block(32, 64))
 
 
 @register("seed_cnn_b", input_size=100, in_chans=3, num_classes=6, description=
@@ -97,7 +97,7 @@ def seed_dnn(num_classes, in_chans, input_size):
           "Report CNN: Conv 32, Conv 32, ReLU, MaxPool, Dropout, Conv 64, ReLU, MaxPool, Dropout, "
           "Dense 1028, Dropout, Dense 7 (head as in the report's DNN twin)")
 def seed_cnn_c(num_classes, in_chans, input_size):
-    features = nn.Sequential(
+    features = Sequential(
         nn.Conv2d(in_chans, 32, 3), nn.Conv2d(32, 32, 3), MaxPool2d(2), nn.ReLU(inplace=True), Dropout(0.25),
         nn.Conv2d(32, 64, 3), MaxPool2d(2), nn.ReLU(inplace=True), Dropout(0.25),
     )

@@ -20,9 +20,10 @@ state dict, same results), only faster where torch is slow:
   propagate it runs the compiled kernels of `maxpool` on CPU bfloat16/float32 tensors (forward +
   backward 3x faster than torch's for a 64x32x47x47 activation; each window's gradient goes to
   its first maximum, as in torch and Keras), and `nn.MaxPool2d` itself elsewhere or without numba.
-- `Sequential` runs each BatchNorm1d -> LeakyReLU/ReLU [-> Dropout] run of its layers as one
-  compiled forward and backward (`bn_act`) in training on a CPU, and every layer on its own
-  elsewhere; its layers, names and state dict are `nn.Sequential`'s.
+- `Sequential` runs each BatchNorm1d -> LeakyReLU/ReLU [-> Dropout] of its layers as one compiled
+  forward and backward (`bn_act`), and each MaxPool2d -> ReLU as one pooling kernel with the ReLU
+  folded in (`maxpool`), in training on a CPU, and every layer on its own elsewhere; its layers,
+  names and state dict are `nn.Sequential`'s.
 """
 from __future__ import annotations
 
@@ -121,15 +122,15 @@ class Sequential(nn.Sequential):
         if not (self.training and isinstance(x, torch.Tensor) and x.device.type == "cpu") or torch.jit.is_tracing() \
                 or torch.compiler.is_compiling():
             return super().forward(x)
-        from . import bn_act  # numba loads only when such a layer trains
+        from . import bn_act, maxpool  # numba loads only when such layers train
 
         mods, i = list(self._modules.values()), 0
         while i < len(mods):
-            n = bn_act.match(mods, i, x)
-            if n:
+            if n := bn_act.match(mods, i, x):
                 x = bn_act.run(x, *mods[i:i + n])
-                i += n
+            elif n := maxpool.match_relu(mods, i, x):
+                x = maxpool.run_relu(x, *mods[i:i + n])
             else:
-                x = mods[i](x)
-                i += 1
+                x, n = mods[i](x), 1
+            i += n
         return x

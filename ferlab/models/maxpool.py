@@ -56,7 +56,7 @@ def _build(parallel: bool) -> tuple | None:
     # (no jitted helpers for the bit tests: a closure over a dispatcher changes numba's cache key in
     # every process, which would recompile this kernel on every start)
     @jit
-    def forward16(x, out, code):  # x (N, H, W, C) int16 bits; out, code (N, H//2, W//2, C)
+    def forward16(x, out, code, relu):  # x (N, H, W, C) int16 bits; out, code (N, H//2, W//2, C)
         n_, oh_, ow_, c_ = out.shape
         for n in loop(n_):
             for oh in range(oh_):
@@ -77,11 +77,15 @@ def _build(parallel: bool) -> tuple | None:
                                 best, kb, k = v, numba.int32(0x8000), j
                             elif kv > kb:
                                 best, kb, k = v, kv, j
+                        if relu and kb <= 0:  # ReLU: 0 for negatives, -0.0 kept (torch's); no gradient
+                            k = 4
+                            if kb < 0:
+                                best = 0
                         out[n, oh, ow, c] = best
                         code[n, oh, ow, c] = k
 
     @jit
-    def forward32(x, out, code):  # x (N, H, W, C) float32
+    def forward32(x, out, code, relu):  # x (N, H, W, C) float32
         n_, oh_, ow_, c_ = out.shape
         for n in loop(n_):
             for oh in range(oh_):
@@ -93,11 +97,15 @@ def _build(parallel: bool) -> tuple | None:
                             v = x[n, 2 * oh + (j >> 1), 2 * ow + (j & 1), c]
                             if v > best or v != v:
                                 best, k = v, j
+                        if relu and best <= 0:  # NaN passes, as through torch's ReLU
+                            k = 4
+                            if best < 0:
+                                best = 0.0
                         out[n, oh, ow, c] = best
                         code[n, oh, ow, c] = k
 
     @jit
-    def backward(g, code, gi):  # g, code (N, OH, OW, C); gi (N, H, W, C), every element written
+    def backward(g, code, gi):  # g, code (N, OH, OW, C); gi (N, H, W, C), every element written; code 4: none
         n_, oh_, ow_, c_ = g.shape
         h_, w_ = gi.shape[1], gi.shape[2]
         for n in loop(n_):
@@ -118,7 +126,7 @@ def _build(parallel: bool) -> tuple | None:
         code = np.zeros((1, 1, 1, 1), np.uint8)
         for dtype in (np.int16, np.float32):
             x, out = np.zeros((1, 2, 2, 1), dtype), np.zeros((1, 1, 1, 1), dtype)
-            (forward16 if dtype == np.int16 else forward32)(x, out, code)
+            (forward16 if dtype == np.int16 else forward32)(x, out, code, True)
             backward(out, code, x)
     except Exception as e:  # noqa: BLE001 (numba raises many kinds; any of them means: not usable)
         warnings.warn(f"numba could not compile ferlab's pooling kernels ({type(e).__name__}: {e}); training "
@@ -154,11 +162,11 @@ def supported(x: torch.Tensor) -> bool:
 
 
 class MaxPool2x2(torch.autograd.Function):
-    """Forward and backward of `F.max_pool2d(x, 2)` for tensors that `supported` accepts, when
-    numba is installed (`available()`)."""
+    """Forward and backward of `F.max_pool2d(x, 2)`, or with `relu` of `F.relu(F.max_pool2d(x, 2))`,
+    for tensors that `supported` accepts, when numba is installed (`available()`)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, relu: bool = False) -> torch.Tensor:
         n, c, h, w = x.shape
         fmt = torch.contiguous_format if x.is_contiguous() else torch.channels_last
         out = torch.empty((n, c, h // 2, w // 2), dtype=x.dtype, memory_format=fmt)
@@ -167,9 +175,9 @@ class MaxPool2x2(torch.autograd.Function):
         forward16, forward32, _ = _kernel_set()
         with _lock:
             if x.dtype == torch.bfloat16:
-                forward16(xa.view(torch.int16).numpy(), oa.view(torch.int16).numpy(), code.numpy())
+                forward16(xa.view(torch.int16).numpy(), oa.view(torch.int16).numpy(), code.numpy(), relu)
             else:
-                forward32(xa.numpy(), oa.numpy(), code.numpy())
+                forward32(xa.numpy(), oa.numpy(), code.numpy(), relu)
         ctx.save_for_backward(code)
         ctx.input = (x.shape, x.dtype, fmt)
         return out
@@ -185,8 +193,28 @@ class MaxPool2x2(torch.autograd.Function):
         _, _, backward = _kernel_set()
         with _lock:
             backward(_as_nhwc(grad).view(bits).numpy(), code.numpy(), _as_nhwc(grad_in).view(bits).numpy())
-        return grad_in
+        return grad_in, None
 
 
 def available() -> bool:
     return _kernel_set() is not None
+
+
+def match_relu(mods: list, i: int, x: torch.Tensor) -> int:
+    """2 when `mods[i]`, `mods[i + 1]` are a plain 2x2 `layers.MaxPool2d` and an `nn.ReLU` that one
+    kernel can run on `x` in a training step (ReLU fused into the pool's forward and backward)."""
+    from .layers import MaxPool2d
+
+    pool = mods[i]
+    if not (type(pool) is MaxPool2d and i + 1 < len(mods) and type(mods[i + 1]) is torch.nn.ReLU
+            and pool._is_plain_2x2() and x.requires_grad and torch.is_grad_enabled() and supported(x)):
+        return 0
+    hooked = lambda m: m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
+    if hooked(pool) or hooked(mods[i + 1]) or torch.nn.modules.module._global_forward_hooks \
+            or torch.nn.modules.module._global_forward_pre_hooks:
+        return 0  # hooks (Grad-CAM on the ReLU, a user's) see every module, so every module runs
+    return 2 if available() else 0
+
+
+def run_relu(x: torch.Tensor, pool, relu) -> torch.Tensor:
+    return MaxPool2x2.apply(x, True)
