@@ -110,9 +110,10 @@ def test_report_recipe_trains_report_networks_with_the_fast_settings(arch):
     assert not any(type(m) in (nn.Dropout, nn.MaxPool2d) for m in layers), "a slow torch layer in a report network"
     from ferlab.models.layers import Sequential
 
-    # every BatchNorm1d sits in a Sequential that runs it, its activation and dropout fused
+    # every BatchNorm1d, and every pool followed by a ReLU, sits in a Sequential that fuses them
     for seq in (m for m in layers if isinstance(m, nn.Sequential)):
-        if any(isinstance(m, nn.BatchNorm1d) for m in seq):
+        kinds = [type(m) for m in seq]
+        if nn.BatchNorm1d in kinds or any(a is MaxPool2d and b is nn.ReLU for a, b in zip(kinds, kinds[1:])):
             assert type(seq) is Sequential, arch
     opt = make_optimizer(model, cfg)
     assert all(g["fused"] for g in opt.param_groups)

@@ -93,9 +93,11 @@ def layer_graph(model: FERModel) -> list[dict]:
     from torch.fx.passes.shape_prop import ShapeProp
 
     class Tracer(fx.Tracer):
-        # ferlab's drop-in Dropout/MaxPool2d (models.layers) are layers, like torch's own
+        # ferlab's drop-in Dropout/MaxPool2d (models.layers) are layers, like torch's own; its
+        # Sequential is a container, traced through like torch's
         def is_leaf_module(self, m, qualname):
-            return type(m).__module__ == layers.__name__ or super().is_leaf_module(m, qualname)
+            return (type(m).__module__ == layers.__name__ and not isinstance(m, torch.nn.Sequential)) \
+                or super().is_leaf_module(m, qualname)
 
     graph = fx.GraphModule(model, Tracer().trace(model))
     was_training = model.training
