@@ -22,20 +22,19 @@ import time
 import torch
 from torch import nn
 
-from maxpool_step import alternate, train_step
+from maxpool_step import alternate, finish, time_steps
 from ferlab.devices import keep_freed_memory
-from ferlab.fileio import write_json
-from ferlab.models import bn_act, maxpool
+from ferlab.models import bn_act, layers, maxpool
 from ferlab.models.layers import Dropout, MaxPool2d, Sequential
 
 
 def _fusions(on: bool):
     def switch():
-        kernels, match = list(bn_act._kernels), maxpool.match_relu
+        kernels, match = list(bn_act._kernels), layers._pool_relu
         if not on:
             bn_act._kernels[:] = [None]  # unavailable: the layers run as torch's modules
-            maxpool.match_relu = lambda *a: 0
-        return lambda: (bn_act._kernels.__setitem__(slice(None), kernels), setattr(maxpool, "match_relu", match))
+            layers._pool_relu = lambda *a: 0
+        return lambda: (bn_act._kernels.__setitem__(slice(None), kernels), setattr(layers, "_pool_relu", match))
     return switch
 
 
@@ -80,15 +79,8 @@ def main() -> None:
         ms = res["layer"][key]["ms"]
         print(f"layer {key}: ferlab {ms['ferlab']['median']:.3f} ms, torch {ms['torch']['median']:.3f} ms, "
               f"{res['layer'][key]['speedup']:.2f}x", flush=True)
-    for arch in STEP_NETS:
-        fn, n = train_step(arch)
-        res["step"][arch] = alternate(fn, n, a.repeats, VARIANTS)
-        ms = res["step"][arch]["ms"]
-        print(f"step {arch}: ferlab {ms['ferlab']['median']:.2f} ms, torch {ms['torch']['median']:.2f} ms, "
-              f"{res['step'][arch]['speedup']:.2f}x", flush=True)
-    res["loadavg_after"] = os.getloadavg()
-    write_json(a.out, res)
-    print(f"wrote {a.out}")
+    res["step"] = time_steps(STEP_NETS, a.repeats, VARIANTS)
+    finish(res, a.out)
 
 
 if __name__ == "__main__":

@@ -68,7 +68,11 @@ def _pool_kernel(supported):
 
 def ab(fn, n: int, repeats: int) -> dict:
     """fn() with ferlab's pooling kernels against torch's."""
-    return alternate(fn, n, repeats, {"ferlab": _pool_kernel(maxpool.supported), "torch": _pool_kernel(lambda x: False)})
+    return alternate(fn, n, repeats, _pool_variants())
+
+
+def _pool_variants() -> dict:
+    return {"ferlab": _pool_kernel(maxpool.supported), "torch": _pool_kernel(lambda x: False)}
 
 
 def pool_case(shape, repeats: int) -> dict:
@@ -104,9 +108,21 @@ def train_step(arch: str):
     return fn, 20 if s < 64 else 4
 
 
-def step_case(arch: str, repeats: int) -> dict:
-    fn, n = train_step(arch)
-    return ab(fn, n, repeats)
+def time_steps(nets, repeats: int, variants: dict) -> dict:
+    """Whole training steps of each network under each variant, printed as they finish."""
+    out = {}
+    for arch in nets:
+        fn, n = train_step(arch)
+        out[arch] = r = alternate(fn, n, repeats, variants)
+        print(f"step {arch}: ferlab {r['ms']['ferlab']['median']:.2f} ms, torch {r['ms']['torch']['median']:.2f} ms, "
+              f"{r['speedup']:.2f}x", flush=True)
+    return out
+
+
+def finish(res: dict, out: str) -> None:
+    res["loadavg_after"] = os.getloadavg()
+    write_json(out, res)
+    print(f"wrote {out}")
 
 
 def main() -> None:
@@ -127,14 +143,8 @@ def main() -> None:
             key = f"{arch} {'x'.join(map(str, shape))}"
             res["pool"][key] = pool_case(shape, a.repeats)
             print(f"pool {key}: {res['pool'][key]['speedup']:.2f}x", flush=True)
-    for arch in STEP_NETS:
-        res["step"][arch] = step_case(arch, a.repeats)
-        ms = res["step"][arch]["ms"]
-        print(f"step {arch}: ferlab {ms['ferlab']['median']:.2f} ms, torch {ms['torch']['median']:.2f} ms, "
-              f"{res['step'][arch]['speedup']:.2f}x", flush=True)
-    res["loadavg_after"] = os.getloadavg()
-    write_json(a.out, res)
-    print(f"wrote {a.out}")
+    res["step"] = time_steps(STEP_NETS, a.repeats, _pool_variants())
+    finish(res, a.out)
 
 
 if __name__ == "__main__":

@@ -143,6 +143,16 @@ def test_traced_graphs_keep_one_maxpool_op():
     assert "aten::max_pool2d" in graph and "aten::maximum" not in graph
 
 
+def _pool_input(dtype, channels_last):
+    """Rounded values (many ties), -0.0, NaN and -inf; odd sides (floor mode drops a row and a column)."""
+    x = (torch.randn(3, 16, 13, 11) * 2).round().to(dtype)
+    flat = x.view(-1)
+    flat[::7] = -0.0
+    flat[5::97] = float("nan")
+    flat[6::89] = float("-inf")
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
 def _same_bits_or_both_nan(a, b):
     return bool(((a == b) | (a.isnan() & b.isnan())).all()) and torch.equal(a.isnan(), b.isnan())
 
@@ -154,13 +164,7 @@ def test_training_pool_runs_the_compiled_kernel_and_breaks_ties_nans_and_signed_
 
     if not maxpool.available():
         pytest.skip("numba is not installed: training pools use torch's kernel")
-    x = (torch.randn(3, 16, 13, 11) * 2).round().to(dtype)  # odd sides: floor mode drops a row and a column
-    flat = x.view(-1)
-    flat[::7] = -0.0
-    flat[5::97] = float("nan")
-    flat[6::89] = float("-inf")
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
+    x = _pool_input(dtype, channels_last)
     g = torch.randn(3, 16, 6, 5).to(dtype)
     outs = []
     for pool in (nn.MaxPool2d(2), MaxPool2d(2)):
@@ -364,13 +368,7 @@ def test_pool_then_relu_in_one_kernel_is_torch_s_bit_for_bit(dtype, channels_las
 
     if not maxpool.available():
         pytest.skip("numba is not installed")
-    x = (torch.randn(3, 16, 13, 11) * 2).round().to(dtype)  # many ties and zeros; windows of all-negatives
-    flat = x.view(-1)
-    flat[::7] = -0.0
-    flat[5::97] = float("nan")
-    flat[6::89] = float("-inf")
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
+    x = _pool_input(dtype, channels_last)  # also windows of negatives only, and of zeros
     g = torch.randn(3, 16, 6, 5).to(dtype)
     outs = []
     for seq in (nn.Sequential(nn.MaxPool2d(2), nn.ReLU(inplace=True)), Sequential(MaxPool2d(2), nn.ReLU(inplace=True))):

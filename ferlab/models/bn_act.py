@@ -18,7 +18,7 @@ and a resumed run's restored RNG state govern it, and the backward regenerates t
 storing it. Elements are kept with probability 1 - p (to 2^-32) and scaled by 1 / (1 - p).
 
 Used by `layers.Sequential` in training on CPU float32/bfloat16 2-D inputs when numba is
-installed; anything else (hooks on the layers, other modules, `FERLAB_BN_ACT=torch` in the
+installed; anything else (hooks on the layers, which `Sequential` checks, other modules, `FERLAB_BN_ACT=torch` in the
 environment, a numba that cannot compile, which warns) runs the modules one by one, as before.
 The kernels run on one thread (a call is 10-30 us: a thread pool's wake-up would cost as much), so
 they are safe in forked and threaded callers.
@@ -65,10 +65,6 @@ def available() -> bool:
     return _kernels[0] is not None
 
 
-def _hooked(m: nn.Module) -> bool:
-    return bool(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks)
-
-
 def match(mods: list[nn.Module], i: int, x: torch.Tensor) -> int:
     """How many modules from `mods[i]` on the kernels can run on `x`: 2 (BatchNorm1d, activation),
     3 (with the Dropout after them), or 0."""
@@ -80,9 +76,6 @@ def match(mods: list[nn.Module], i: int, x: torch.Tensor) -> int:
             and x.dtype in (torch.float32, torch.bfloat16) and bn.weight.dtype == torch.float32):
         return 0
     n = 3 if i + 2 < len(mods) and isinstance(mods[i + 2], nn.Dropout) and not mods[i + 2].inplace else 2
-    if any(_hooked(m) for m in mods[i:i + n]) or nn.modules.module._global_forward_hooks \
-            or nn.modules.module._global_forward_pre_hooks:
-        return 0  # hooks (explanations, a user's) see every module, so every module runs
     return n if available() else 0
 
 

@@ -22,7 +22,7 @@ state dict, same results), only faster where torch is slow:
   its first maximum, as in torch and Keras), and `nn.MaxPool2d` itself elsewhere or without numba.
 - `Sequential` runs each BatchNorm1d -> LeakyReLU/ReLU [-> Dropout] of its layers as one compiled
   forward and backward (`bn_act`), and each MaxPool2d -> ReLU as one pooling kernel with the ReLU
-  folded in (`maxpool`), in training on a CPU, and every layer on its own elsewhere; its layers,
+  folded in (`maxpool.run_relu`), in training on a CPU, and every layer on its own elsewhere; its layers,
   names and state dict are `nn.Sequential`'s.
 """
 from __future__ import annotations
@@ -116,6 +116,24 @@ class MaxPool2d(nn.MaxPool2d):
                 and not self.return_indices)
 
 
+def _hooked(mods: list[nn.Module]) -> bool:
+    glob = nn.modules.module
+    return bool(glob._global_forward_hooks or glob._global_forward_pre_hooks or any(
+        m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks for m in mods))
+
+
+def _pool_relu(mods: list[nn.Module], i: int, x: torch.Tensor) -> int:
+    """2 when mods[i], mods[i + 1] are a plain 2x2 MaxPool2d and a ReLU that one pooling kernel can
+    run on `x` with a gradient (`maxpool`, the ReLU folded into its forward and backward), else 0."""
+    from . import maxpool
+
+    pool = mods[i]
+    if not (type(pool) is MaxPool2d and i + 1 < len(mods) and type(mods[i + 1]) is nn.ReLU and pool._is_plain_2x2()
+            and x.requires_grad and torch.is_grad_enabled() and maxpool.supported(x)):
+        return 0
+    return 2 if maxpool.available() else 0
+
+
 class Sequential(nn.Sequential):
     def forward(self, x):
         # traced graphs (diagrams, export) and evaluation see the layers one by one
@@ -126,10 +144,11 @@ class Sequential(nn.Sequential):
 
         mods, i = list(self._modules.values()), 0
         while i < len(mods):
-            if n := bn_act.match(mods, i, x):
+            # a hooked layer (explanations, a user's hooks) runs on its own, so that its hooks see it
+            if (n := bn_act.match(mods, i, x)) and not _hooked(mods[i:i + n]):
                 x = bn_act.run(x, *mods[i:i + n])
-            elif n := maxpool.match_relu(mods, i, x):
-                x = maxpool.run_relu(x, *mods[i:i + n])
+            elif (n := _pool_relu(mods, i, x)) and not _hooked(mods[i:i + n]):
+                x = maxpool.run_relu(x)
             else:
                 x, n = mods[i](x), 1
             i += n

@@ -200,21 +200,6 @@ def available() -> bool:
     return _kernel_set() is not None
 
 
-def match_relu(mods: list, i: int, x: torch.Tensor) -> int:
-    """2 when `mods[i]`, `mods[i + 1]` are a plain 2x2 `layers.MaxPool2d` and an `nn.ReLU` that one
-    kernel can run on `x` in a training step (ReLU fused into the pool's forward and backward)."""
-    from .layers import MaxPool2d
-
-    pool = mods[i]
-    if not (type(pool) is MaxPool2d and i + 1 < len(mods) and type(mods[i + 1]) is torch.nn.ReLU
-            and pool._is_plain_2x2() and x.requires_grad and torch.is_grad_enabled() and supported(x)):
-        return 0
-    hooked = lambda m: m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
-    if hooked(pool) or hooked(mods[i + 1]) or torch.nn.modules.module._global_forward_hooks \
-            or torch.nn.modules.module._global_forward_pre_hooks:
-        return 0  # hooks (Grad-CAM on the ReLU, a user's) see every module, so every module runs
-    return 2 if available() else 0
-
-
-def run_relu(x: torch.Tensor, pool, relu) -> torch.Tensor:
+def run_relu(x: torch.Tensor) -> torch.Tensor:
+    """`F.relu(F.max_pool2d(x, 2))` with a gradient, in one kernel, for `x` that `supported` accepts."""
     return MaxPool2x2.apply(x, True)
