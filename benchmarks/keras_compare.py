@@ -328,6 +328,7 @@ def compare(a) -> dict:
             for key in ("train_images_per_s", "eval_images_per_s", "val_acc"):
                 net[key] = {side: _summary([r[key] for r in net[side]]) for side in ("keras", "ferlab")}
                 net[key]["ratio_ferlab_over_keras"] = net[key]["ferlab"]["median"] / net[key]["keras"]["median"]
+            net["train_ratio_paired"] = _summary(paired_ratios(net))
             net["keras_versions"] = net["keras"][0]["versions"]
             net["keras_threads"] = net["keras"][0]["threads"]
             res["networks"][arch] = net
@@ -375,6 +376,12 @@ def _generation(cpu: dict) -> str:
     return f" (family {cpu['family']} model {cpu['model_number']})" if "family" in cpu else ""
 
 
+def paired_ratios(net: dict) -> list[float]:
+    """Each repetition's ferlab training img/s over the Keras run beside it (the two ran back to
+    back), so that the VM's drift between repetitions cancels."""
+    return [f["train_images_per_s"] / k["train_images_per_s"] for k, f in zip(net["keras"], net["ferlab"])]
+
+
 def table(r: dict) -> str:
     """The Markdown table of a keras_compare JSON: medians over the repetitions, min-max after."""
     def rate(s: dict) -> str:
@@ -383,8 +390,9 @@ def table(r: dict) -> str:
     def acc(s: dict) -> str:
         return f"{100 * s['median']:.1f} %"
 
-    head = ("| network | params | ferlab settings | Keras train img/s | ferlab train img/s | ratio | Keras eval img/s "
-            "| ferlab eval img/s | ratio | val acc Keras | val acc ferlab | load avg | other processes (cores) |")
+    head = ("| network | params | ferlab settings | Keras train img/s | ferlab train img/s | ratio | paired ratios "
+            "| Keras eval img/s | ferlab eval img/s | ratio | val acc Keras | val acc ferlab | load avg "
+            "| other processes (cores) |")
     lines = [head, "|---" * head.count(" | ") + "|---|"]
     for arch, n in r["networks"].items():
         f = n["ferlab"][0]["config"]
@@ -394,8 +402,10 @@ def table(r: dict) -> str:
         seen = [x["others_cores"] for x in runs if x.get("others_cores") is not None]
         others = f"{max(seen):.2f} max" if seen else "-"
         tr, ev, va = n["train_images_per_s"], n["eval_images_per_s"], n["val_acc"]
+        paired = _summary(paired_ratios(n))
         lines.append(f"| `{arch}` | {n['params']:,} | {settings} | {rate(tr['keras'])} | {rate(tr['ferlab'])} | "
-                     f"**{tr['ratio_ferlab_over_keras']:.2f}x** | {rate(ev['keras'])} | {rate(ev['ferlab'])} | "
+                     f"**{tr['ratio_ferlab_over_keras']:.2f}x** | {paired['median']:.2f}x ({paired['min']:.2f}-"
+                     f"{paired['max']:.2f}) | {rate(ev['keras'])} | {rate(ev['ferlab'])} | "
                      f"{ev['ratio_ferlab_over_keras']:.2f}x | {acc(va['keras'])} | {acc(va['ferlab'])} | "
                      f"{min(loads):.1f}-{max(loads):.1f} | {others} |")
     first = next(iter(r["networks"].values()), None)

@@ -54,3 +54,21 @@ def test_onnx_accuracy_matches_pytorch_for_an_fp32_export(tiny_fer_dir, tmp_path
     r = json.loads(out.read_text())
     assert r["faces"] == 56
     assert r[str(onnx_path)] == r["torch_fp32"]  # same weights, same faces: same predictions
+
+
+def test_keras_compare_table_pairs_each_ferlab_run_with_the_keras_run_beside_it():
+    kc = _script("keras_compare")
+    run = lambda rate, **kw: {"train_images_per_s": rate, "eval_images_per_s": 2 * rate, "val_acc": 0.4,
+                              "loadavg_before": [1.0], "others_cores": 0.01, "config": {"amp": True, "channels_last": True},
+                              "versions": {"tensorflow": "2.21.0", "keras": "3.15.1"}, **kw}
+    net = {"params": 10, "keras": [run(100), run(200), run(50)], "ferlab": [run(300), run(300), run(150)],
+           "keras_versions": {"tensorflow": "2.21.0", "keras": "3.15.1"}}
+    assert kc.paired_ratios(net) == [3.0, 1.5, 3.0]
+    for key in ("train_images_per_s", "eval_images_per_s", "val_acc"):
+        net[key] = {side: kc._summary([r[key] for r in net[side]]) for side in ("keras", "ferlab")}
+        net[key]["ratio_ferlab_over_keras"] = net[key]["ferlab"]["median"] / net[key]["keras"]["median"]
+    r = {"networks": {"seed_cnn_a": net}, "repeats": 3, "batch_size": 64, "threads": 2, "limit": 8192, "epochs": 2,
+         "versions": {"torch": "2.14.1"}, "cpu": {"model": "AMD EPYC", "count": 2}, "seconds": 60}
+    row = kc.table(r).splitlines()[2]
+    # medians 100 and 300: 3.00x; the pairs' median 3.00x, their range 1.50-3.00
+    assert "**3.00x**" in row and "3.00x (1.50-3.00)" in row
