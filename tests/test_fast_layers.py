@@ -339,6 +339,9 @@ def test_fused_batchnorm_leaves_hooks_evaluation_and_other_layouts_to_the_module
     seq.eval()(torch.randn(8, 20))
     Sequential(nn.BatchNorm1d(16), nn.ReLU())(torch.randn(8, 16, 5))  # (N, C, L): torch's modules
     assert not calls
+    monkeypatch.undo()
+    y = Sequential(nn.BatchNorm1d(16), nn.ReLU(), Dropout(1.0))(torch.randn(8, 16))  # p = 1: its own module
+    assert torch.equal(y, torch.zeros(8, 16))
 
 
 def test_a_numba_that_cannot_compile_leaves_batchnorm_to_torch(monkeypatch):

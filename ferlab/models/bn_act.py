@@ -6,7 +6,8 @@ report's dense-only network (six such triples) they took about a third of a 5 ms
 Here the forward is one pass that normalises with the batch's statistics, applies the affine map,
 the activation and the dropout mask, and updates the running statistics; the backward is two
 passes that recompute what they need from the saved input. A (64, 512) bfloat16 triple forward +
-backward: about 60 us against 160-300 us as separate torch ops (`benchmarks/bn_act_step.py`).
+backward: 0.114 ms against 0.154 as three torch modules, and the dense-only net's whole training
+step 1.10-1.17x faster (`benchmarks/fused_step.py`, results/fused_step.json).
 
 What it computes is what `BatchNorm1d` (training mode, biased variance to normalise, unbiased for
 the running variance, `momentum` or the cumulative average when it is None), `LeakyReLU` and
@@ -18,8 +19,9 @@ and a resumed run's restored RNG state govern it, and the backward regenerates t
 storing it. Elements are kept with probability 1 - p (to 2^-32) and scaled by 1 / (1 - p).
 
 Used by `layers.Sequential` in training on CPU float32/bfloat16 2-D inputs when numba is
-installed; anything else (hooks on the layers, which `Sequential` checks, other modules, `FERLAB_BN_ACT=torch` in the
-environment, a numba that cannot compile, which warns) runs the modules one by one, as before.
+installed; anything else (hooks on the layers, which `Sequential` checks; other modules or shapes;
+a dropout of p = 1; `FERLAB_BN_ACT=torch` in the environment; a numba that cannot compile, which
+warns) runs the modules one by one, as before.
 The kernels run on one thread (a call is 10-30 us: a thread pool's wake-up would cost as much), so
 they are safe in forked and threaded callers.
 """
@@ -75,7 +77,8 @@ def match(mods: list[nn.Module], i: int, x: torch.Tensor) -> int:
     if not (x.dim() == 2 and x.shape[0] > 1 and x.shape[1] == bn.num_features and x.device.type == "cpu"
             and x.dtype in (torch.float32, torch.bfloat16) and bn.weight.dtype == torch.float32):
         return 0
-    n = 3 if i + 2 < len(mods) and isinstance(mods[i + 2], nn.Dropout) and not mods[i + 2].inplace else 2
+    drop = mods[i + 2] if i + 2 < len(mods) else None
+    n = 3 if isinstance(drop, nn.Dropout) and not drop.inplace and drop.p < 1 else 2  # p = 1: all zeros, its own
     return n if available() else 0
 
 

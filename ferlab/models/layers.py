@@ -22,8 +22,8 @@ state dict, same results), only faster where torch is slow:
   its first maximum, as in torch and Keras), and `nn.MaxPool2d` itself elsewhere or without numba.
 - `Sequential` runs each BatchNorm1d -> LeakyReLU/ReLU [-> Dropout] of its layers as one compiled
   forward and backward (`bn_act`), and each MaxPool2d -> ReLU as one pooling kernel with the ReLU
-  folded in (`maxpool.run_relu`), in training on a CPU, and every layer on its own elsewhere; its layers,
-  names and state dict are `nn.Sequential`'s.
+  folded in (`maxpool.run_relu`), in training on a CPU, and every layer on its own elsewhere; its
+  layers, names and state dict are `nn.Sequential`'s.
 """
 from __future__ import annotations
 
