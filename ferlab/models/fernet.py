@@ -77,6 +77,20 @@ def fernet_tiny(num_classes, in_chans, input_size):
                   stem_stride=2, dropout=0.1)
 
 
+@register("fernet_tiny_deep", input_size=48, in_chans=1, description=
+          "FerNet tiny with a residual block in the last stage too (issue 12's lever: capacity at 6x6)")
+def fernet_tiny_deep(num_classes, in_chans, input_size):
+    return FerNet(num_classes, in_chans, input_size, stem=16, widths=(32, 64, 128), depths=(0, 1, 1),
+                  stem_stride=2, dropout=0.1)
+
+
+@register("fernet_tiny_wide", input_size=48, in_chans=1, description=
+          "FerNet tiny at 1.5x width: stride-2 stem 24, widths 48-96-192 (issue 12's lever: width)")
+def fernet_tiny_wide(num_classes, in_chans, input_size):
+    return FerNet(num_classes, in_chans, input_size, stem=24, widths=(48, 96, 192), depths=(0, 1, 0),
+                  stem_stride=2, dropout=0.1)
+
+
 @register("fernet_s", input_size=48, in_chans=1, description=
           "FerNet small: stem 32, widths 64-128-256 with one residual block each; fast accurate default")
 def fernet_s(num_classes, in_chans, input_size):
