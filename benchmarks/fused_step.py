@@ -22,8 +22,7 @@ import time
 import torch
 from torch import nn
 
-from maxpool_step import alternate, finish, time_steps
-from ferlab.devices import keep_freed_memory
+from maxpool_step import alternate, finish, start, time_steps
 from ferlab.models import bn_act, layers, maxpool
 from ferlab.models.layers import Dropout, MaxPool2d, Sequential
 
@@ -69,11 +68,7 @@ def main() -> None:
     a = p.parse_args()
     if not (bn_act.available() and maxpool.available()):
         raise SystemExit("numba is not installed (or FERLAB_BN_ACT/FERLAB_MAXPOOL=torch is set): nothing to compare")
-    keep_freed_memory()  # as train does
-    torch.set_num_threads(a.threads)
-    res = {"issue": 14, "command": ["benchmarks/fused_step.py", *sys.argv[1:]], "threads": a.threads,
-           "repeats": a.repeats, "torch": torch.__version__, "loadavg_before": os.getloadavg(),
-           "written": time.strftime("%Y-%m-%d %H:%M:%S"), "layer": {}, "step": {}}
+    res = {**start("fused_step.py", a), "layer": {}, "step": {}}
     for key, shape in LAYERS.items():
         res["layer"][key] = layer_case(shape, a.repeats)
         ms = res["layer"][key]["ms"]

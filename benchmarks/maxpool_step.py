@@ -119,6 +119,15 @@ def time_steps(nets, repeats: int, variants: dict) -> dict:
     return out
 
 
+def start(script: str, a) -> dict:
+    """The machine set up as train sets it up, and the result's header (before the cases run)."""
+    keep_freed_memory()  # as train does: no page faults from freshly mapped activations
+    torch.set_num_threads(a.threads)
+    return {"issue": 14, "command": [f"benchmarks/{script}", *sys.argv[1:]], "threads": a.threads,
+            "repeats": a.repeats, "torch": torch.__version__, "loadavg_before": os.getloadavg(),
+            "written": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
 def finish(res: dict, out: str) -> None:
     res["loadavg_after"] = os.getloadavg()
     write_json(out, res)
@@ -133,11 +142,7 @@ def main() -> None:
     a = p.parse_args()
     if not maxpool.available():
         raise SystemExit("numba is not installed (or FERLAB_MAXPOOL=torch is set): nothing to compare")
-    keep_freed_memory()  # as train does: no page faults from freshly mapped activations
-    torch.set_num_threads(a.threads)
-    res = {"issue": 14, "command": ["benchmarks/maxpool_step.py", *sys.argv[1:]], "threads": a.threads,
-           "repeats": a.repeats, "torch": torch.__version__, "loadavg_before": os.getloadavg(),
-           "written": time.strftime("%Y-%m-%d %H:%M:%S"), "pool": {}, "step": {}}
+    res = {**start("maxpool_step.py", a), "pool": {}, "step": {}}
     for arch, shapes in POOLS.items():
         for shape in shapes:
             key = f"{arch} {'x'.join(map(str, shape))}"
