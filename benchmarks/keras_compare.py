@@ -231,6 +231,7 @@ def ferlab_run(a, arch: str, data_dir: Path, overrides: dict, val, seed: int, wo
         "train_loss": [r["train_loss"] for r in rows], "train_acc": [r["train_acc"] for r in rows],
         "val_acc": last["val_acc"], "val_loss": last["val_loss"], "val_acc_epochs": [r["val_acc"] for r in rows],
         "best_epoch": loaded.meta["metrics"].get("best_epoch"),
+        "precision": loaded.meta["metrics"].get("precision"),
         "eval_seconds": eval_seconds, "eval_images_per_s": len(val) / statistics.median(eval_seconds),
         "eval_val_acc_best_pt": float((logits.argmax(1) == val.labels).float().mean()),
         "config": {k: getattr(cfg, k) for k in ("amp", "channels_last", "batch_size", "threads", "optimizer", "lr",
@@ -397,6 +398,9 @@ def table(r: dict) -> str:
     for arch, n in r["networks"].items():
         f = n["ferlab"][0]["config"]
         settings = f"amp {'on' if f['amp'] else 'off'}, channels_last {'on' if f['channels_last'] else 'off'}"
+        chosen = sorted({x.get("precision") for x in n["ferlab"]} - {None})
+        if chosen:  # what train.precision chose in each repetition
+            settings += f", steps {'/'.join(chosen)}"
         runs = [x for side in ("keras", "ferlab") for x in n[side]]
         loads = [x["loadavg_before"][0] for x in runs]
         seen = [x["others_cores"] for x in runs if x.get("others_cores") is not None]

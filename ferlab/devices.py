@@ -4,6 +4,10 @@
 bfloat16 where the device computes it natively (CPUs with AVX512-BF16/AMX run it 3x faster than
 fp32; Ampere and later GPUs), float16 otherwise, and float16 needs a gradient scaler in training
 (`grad_scaler`) because its range is too small for small gradients.
+
+`bf16_matmuls` is a third way, for networks of dense layers alone (`train.precision`): float32
+tensors throughout, with oneDNN doing the matrix multiplies in bfloat16 arithmetic and float32
+accumulation, converting inside its own packing of the operands instead of in separate casts.
 """
 from __future__ import annotations
 
@@ -71,6 +75,19 @@ def autocast(device: torch.device, enabled: bool):
     return torch.autocast(device.type, dtype=amp_dtype(device))
 
 
+@contextlib.contextmanager
+def bf16_matmuls():
+    """Within it, float32 matrix multiplies on the CPU run in bfloat16 arithmetic with float32
+    accumulation where oneDNN has it natively (AMX, AVX512-BF16; elsewhere they stay float32).
+    It must cover the backward too: that is where half of a training step's multiplies run."""
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
 def grad_scaler(device: torch.device, enabled: bool) -> torch.amp.GradScaler | None:
     """A gradient scaler when training runs in float16 autocast; None for bfloat16 and fp32."""
     if enabled and amp_dtype(device) == torch.float16:
@@ -78,10 +95,13 @@ def grad_scaler(device: torch.device, enabled: bool) -> torch.amp.GradScaler | N
     return None
 
 
-def describe(device: torch.device, amp: bool) -> dict:
-    """What a run records about where it ran."""
-    out = {"device": str(device), "amp": amp, "amp_dtype": str(amp_dtype(device)).removeprefix("torch.") if amp
+def describe(device: torch.device, amp: bool, precision: str | None = None) -> dict:
+    """What a run records about where it ran (`precision`: `train.precision.choose`'s answer, in training)."""
+    reduced = amp and precision != "off"
+    out = {"device": str(device), "amp": amp, "amp_dtype": str(amp_dtype(device)).removeprefix("torch.") if reduced
            else "float32", "torch": str(torch.__version__)}
+    if precision is not None:
+        out["precision"] = precision
     if device.type == "cuda":
         out["gpu"] = torch.cuda.get_device_name(device)
     return out

@@ -7,6 +7,7 @@ from ferlab import devices, train
 from ferlab.models import create_model
 from ferlab.models.layers import Dropout, MaxPool2d, flatten
 from ferlab.train.optim import make_optimizer
+from ferlab.train import precision
 
 REPORT_NETS = ["seed_cnn_a", "seed_cnn_b_pool", "seed_dnn", "seed_cnn_bn", "seed_dense_bn"]
 
@@ -117,6 +118,9 @@ def test_report_recipe_trains_report_networks_with_the_fast_settings(arch):
             assert type(seq) is Sequential, arch
     opt = make_optimizer(model, cfg)
     assert all(g["fused"] for g in opt.param_groups)
+    # bfloat16 steps: autocast with convolutions; dense-only networks time bf16 arithmetic against float32
+    chosen = precision.choose(model, torch.device("cpu"), cfg)
+    assert chosen == "autocast" if any(isinstance(m, nn.Conv2d) for m in layers) else chosen in ("matmul", "off")
 
 
 def test_report_cnns_pool_before_their_relu():
