@@ -169,14 +169,15 @@ def test_init_run_on_an_own_label_set_with_a_new_class(tmp_path):
     data = tmp_path / "own"
     write_folder(data / "train", ["happy", "pain", "sad"], 16, seed=1)
     write_folder(data / "val", ["happy", "pain", "sad"], 6, seed=2)
-    run = train.fit(_cfg(data, tmp_path, init="tiny", freeze_epochs=1, epochs=2), log=lambda m: None)
-    loaded = checkpoint.load(run)
-    assert loaded.classes == ["happy", "pain", "sad"] and loaded.model_name == "fernet_tiny"
     tiny = checkpoint.load("tiny")
+    run = train.fit(_cfg(data, tmp_path, init="tiny", arch=tiny.model_name, freeze_epochs=1, epochs=2),
+                    log=lambda m: None)
+    loaded = checkpoint.load(run)
+    assert loaded.classes == ["happy", "pain", "sad"] and loaded.model_name == tiny.model_name
     assert loaded.preprocess == tiny.preprocess  # inherited
     meta = torch.load(run / "best.pt", weights_only=True)["metrics"]
     assert meta["init_classes"]["new"] == ["pain"]
-    with pytest.raises(ValueError, match="holds a fernet_tiny but the architecture is fernet_s"):
+    with pytest.raises(ValueError, match=f"holds a {tiny.model_name} but the architecture is fernet_s"):
         train.fit(_cfg(data, tmp_path, name="x", init="tiny", arch="fernet_s"), log=lambda m: None)
 
 

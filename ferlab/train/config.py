@@ -98,7 +98,9 @@ class TrainConfig:
     device: str = option("auto", "where to train: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps; under "
                                  "torchrun each process takes cuda:LOCAL_RANK")
     amp: bool = option(True, "mixed precision: bfloat16 autocast where the device has it (CPUs with AMX/AVX512-BF16, "
-                             "recent GPUs), else float16 with a gradient scaler", aliases=("--bf16",))
+                             "recent GPUs), else float16 with a gradient scaler; networks of dense layers alone on "
+                             "a CPU keep float32 tensors with bfloat16 matrix arithmetic, or float32 where that "
+                             "times faster (train/precision.py)", aliases=("--bf16",))
     channels_last: bool = option(True, "channels_last memory format (oneDNN's and cuDNN's fast path)")
     sync_bn: bool = option(False, "distributed runs on GPUs: SyncBatchNorm (BatchNorm statistics over the global batch)")
     threads: int = option(0, "torch threads per process; 0 = the cores divided by the processes on this machine")
