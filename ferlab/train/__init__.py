@@ -1,7 +1,7 @@
 """Training: `config` (TrainConfig, recipes; torch-free), `loop` (fit, resume, one epoch), `job`
 (what an epoch needs), `restore` (continuing from last.pt), `distributed` (torchrun, DDP), `state`
-(TrainState, RNG streams), `optim` (optimizer, schedule, EMA), `guards` and `finish` (the final
-scoring of best.pt). A run's metrics.csv is `ferlab.history`."""
+(TrainState, RNG streams), `optim` (optimizer, schedule, EMA), `precision` (how the steps use
+bfloat16 on this machine), `guards` and `finish` (the final scoring of best.pt). A run's metrics.csv is `ferlab.history`."""
 from ..lazy import exports
 
 _API = {"TrainConfig": "config", "RECIPES": "config", "build": "config", "fit": "loop", "resume": "loop",

@@ -35,4 +35,4 @@ class Job:
     teacher: torch.Tensor | None = None
     """Teacher logits (N, num_classes) aligned with `images`, on the device (`--teacher`)."""
     precision: str = "autocast"
-    """`devices.train_precision`: how the steps use bfloat16 ("autocast", "matmul" or "off")."""
+    """`precision.choose`'s answer: how the steps use bfloat16 ("autocast", "matmul" or "off")."""
