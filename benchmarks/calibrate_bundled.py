@@ -5,13 +5,17 @@
 
 Each model is scored on `val` with the TTA recorded in its checkpoint; the temperature that
 minimises the NLL of those logits is written into `ferlab/weights/<name>.pt` (nothing else in
-the file changes) and the ECE (15 bins) before and after goes to the JSON.
+the file changes) and the ECE (15 bins) before and after goes to the JSON. Models not named in
+`--models` keep their entry in an existing JSON (and their file is not rewritten), so
+recalibrating one bundled model leaves the other as it was.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
+from pathlib import Path
 
 import torch
 
@@ -28,7 +32,10 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/calibration.json")
     args = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
-    res = {"split": "val", "loadavg_before": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M"), "models": {}}
+    out = Path(args.out)
+    kept = json.loads(out.read_text())["models"] if out.exists() else {}
+    res = {"split": "val", "loadavg_before": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M"),
+           "models": {name: cal for name, cal in kept.items() if name not in args.models}}
     for name in args.models:
         path = checkpoint.resolve(name)
         payload = checkpoint.read(path)
@@ -40,6 +47,7 @@ def main() -> None:
         cal = calibrate(logits, val.labels, "val")
         cal["tta"] = tta
         cal["accuracy"] = float((logits.argmax(1) == val.labels).float().mean())
+        cal["date"] = res["date"]
         payload["calibration"] = cal
         checkpoint.save(payload, path)
         res["models"][name] = cal
