@@ -411,3 +411,15 @@ def test_report_cnn_trains_with_pool_and_relu_fused_and_explains_with_them_apart
     m.features[8].register_forward_hook(lambda mod, i, o: seen.append(o.shape))  # the last ReLU
     m(x)
     assert seen == [(2, 32, 5, 5)]  # a hook on a ReLU (activations, a user's) sees it run
+
+
+def test_fast_layers_train_under_torch_compile():
+    # inside a compiled graph the layers are torch's own: dynamo traced Dropout's NumPy draws into
+    # uint64 ops that inductor rejects ("Promotion for uint16, uint32, uint64 types is not supported")
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), MaxPool2d(2), Dropout(0.25), nn.Flatten(),
+                        nn.Linear(8 * 4 * 4, 3)).train()
+    x = torch.randn(4, 1, 8, 8)
+    out = torch.compile(net)(x)  # inductor, as a user would (about 8 s of compiling)
+    out.sum().backward()
+    assert out.shape == (4, 3) and net[0].weight.grad is not None and net[0].weight.grad.abs().sum() > 0

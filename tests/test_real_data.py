@@ -2,24 +2,11 @@
 import pytest
 
 from conftest import SHARED_FER
-from ferlab import checkpoint, data, evaluate, train
+from ferlab import checkpoint, data, train
 from ferlab.train import config
 
 pytestmark = pytest.mark.skipif(not (SHARED_FER / "train").is_dir(),
                                 reason=f"FER2013 not found at {SHARED_FER} (bring your own copy to run these)")
-
-
-@pytest.mark.parametrize("name,tta", [("default", "none"), ("tiny", "flip")])
-def test_bundled_models_keep_their_recorded_val_accuracy(name, tta):
-    # val = PublicTest, the split the models were selected on; the held-out PrivateTest is not here.
-    # A checkpoint, preprocessing or inference change that costs accuracy fails here (fp16 weights
-    # and BatchNorm folding move the figures by a few hundredths of a point at most).
-    recorded = checkpoint.load(name).meta["metrics"]
-    m = evaluate.evaluate(name, SHARED_FER, "val", tta=tta)
-    assert m["n"] == 3589
-    expected = recorded["val_acc"] if tta == "none" else recorded["val_acc_tta"]
-    assert m["accuracy"] >= expected - 0.002, (name, tta, m["accuracy"], expected)
-    assert m["macro_f1"] > 0.55
 
 
 def test_short_real_run_learns(tmp_path):

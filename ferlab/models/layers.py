@@ -40,7 +40,8 @@ def _dense(x: torch.Tensor) -> bool:
 
 class Dropout(nn.Dropout):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training and 0 < self.p < 1 and x.device.type == "cpu" and not self.inplace and _dense(x)):
+        if not (self.training and 0 < self.p < 1 and x.device.type == "cpu" and not self.inplace and _dense(x)) \
+                or torch.compiler.is_compiling():  # a compiled graph draws its own mask (no NumPy in a graph)
             return super().forward(x)
         # 8-bit draws where they represent p exactly (0.25, 0.5, ...): half the bytes of 16-bit ones
         levels = 256 if (self.p * 256).is_integer() else 65536
@@ -98,7 +99,8 @@ def _max2x2(x: torch.Tensor) -> torch.Tensor:
 class MaxPool2d(nn.MaxPool2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # torch's kernel in traced graphs (ONNX export: one MaxPool node) and for other pools
-        if torch.jit.is_tracing() or not self._is_plain_2x2() or x.dim() != 4 or min(x.shape[-2:]) < 2:
+        if torch.jit.is_tracing() or torch.compiler.is_compiling() or not self._is_plain_2x2() or x.dim() != 4 \
+                or min(x.shape[-2:]) < 2:
             return super().forward(x)
         if torch.is_grad_enabled() and x.requires_grad:
             # a gradient to route: the compiled kernels where they apply (torch's otherwise)

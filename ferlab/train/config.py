@@ -195,8 +195,9 @@ class TeacherConfig:
 #: Named recipes: overrides of the defaults above. `default` trained the bundled model.
 RECIPES: dict[str, dict] = {
     # The bundled model: FerNet-S, SGD-Nesterov, warm-up + cosine, standard augmentation, label
-    # smoothing, EMA. Tuned only on val (PublicTest).
-    "default": dict(arch="fernet_s", epochs=60, batch_size=128, optimizer="sgd", lr=0.1, weight_decay=5e-4,
+    # smoothing, EMA. Tuned only on val (PublicTest). 120 epochs since 2026-12-06 (~90 minutes at
+    # ~660 img/s): +0.7 points with TTA over 60; its best epoch was the 91st, then it overfits (README).
+    "default": dict(arch="fernet_s", epochs=120, batch_size=128, optimizer="sgd", lr=0.1, weight_decay=5e-4,
                     schedule="cosine", lr_floor=1e-3, label_smoothing=0.1, augment="standard", ema=0.999,
                     tta="flip_shift"),
     # Fits ~10 minutes of training on a 2-core CPU. Light augmentation + EMA: in a 12-epoch budget
