@@ -21,11 +21,11 @@ from ferlab.fileio import write_json
 from ferlab.models import create_model, get_spec
 
 
-def images_per_s(model, opt, x, y, bf16: bool, steps: int, warmup: int = 3, forward=None) -> float:
+def images_per_s(model, opt, x, y, bf16: bool, steps: int, warmup: int = 3) -> float:
     """Images/s of forward + backward + optimizer step on the batch (x, y), after `warmup` steps."""
     def step():
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = torch.nn.functional.cross_entropy((model if forward is None else forward)(x).float(), y)
+            loss = torch.nn.functional.cross_entropy(model(x).float(), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -47,7 +47,7 @@ def step_rate(name: str, bf16: bool, channels_last: bool, batch: int = 128, step
     opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
     x = torch.randn(batch, spec.in_chans, spec.input_size, spec.input_size).contiguous(memory_format=fmt)
     y = torch.randint(0, spec.num_classes, (batch,))
-    return images_per_s(m, opt, x, y, bf16, steps, forward=torch.compile(m) if compiled else None)
+    return images_per_s(torch.compile(m) if compiled else m, opt, x, y, bf16, steps)  # opt holds m's parameters
 
 
 def compiled_rate(name: str, repeats: int = 3) -> dict:

@@ -6,7 +6,6 @@ A run directory holds `config.yaml`, `metrics.csv`, `best.pt` (the best validati
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import sys
@@ -22,7 +21,7 @@ from tqdm import tqdm
 from .. import checkpoint, data, history
 from ..data.augment import augment, mix
 from ..data.augment_config import resolve
-from ..devices import autocast, bf16_matmuls, describe, grad_scaler, keep_freed_memory
+from ..devices import autocast, describe, grad_scaler, keep_freed_memory
 from ..evaluate.metrics import metrics
 from ..evaluate.tta import predict_logits
 from ..fileio import clean_stale_tmp
@@ -47,7 +46,7 @@ def _log(msg: str) -> None:
 
 def train_one_epoch(job: Job) -> dict:
     # "matmul" precision holds for the whole epoch: the backward's multiplies run outside the forward
-    with bf16_matmuls() if job.precision == "matmul" else contextlib.nullcontext():
+    with precision.matmuls(job.precision):
         return _epoch_steps(job)
 
 

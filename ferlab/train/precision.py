@@ -43,6 +43,12 @@ def choose(model: nn.Module, device: torch.device, cfg: TrainConfig) -> str:
     return "off" if ms["off"] < MARGIN * ms["matmul"] else "matmul"
 
 
+def matmuls(precision: str):
+    """What the steps of a `precision` run execute inside: oneDNN's bfloat16 matrix arithmetic on
+    float32 tensors for "matmul" (held around forward and backward both), nothing otherwise."""
+    return bf16_matmuls() if precision == "matmul" else contextlib.nullcontext()
+
+
 def step_ms(model: nn.Module, cfg: TrainConfig, precisions: tuple[str, ...], steps: int = 15,
             rounds: int = 3) -> dict[str, float]:
     """Median milliseconds of a forward + backward of a random batch on a copy of `model` (its
@@ -59,7 +65,7 @@ def _step_ms(model: nn.Module, cfg: TrainConfig, precisions: tuple[str, ...], st
     times: dict[str, list[float]] = {p: [] for p in precisions}
 
     def step(precision: str) -> None:
-        with bf16_matmuls() if precision == "matmul" else contextlib.nullcontext():
+        with matmuls(precision):
             with autocast(x.device, precision == "autocast"):
                 loss = F.cross_entropy(model(x).float(), y)
             loss.backward()
