@@ -88,6 +88,9 @@ class TrainConfig:
                                  "cross-entropy")
     distill_temperature: float = option(4.0, "with --teacher: softmax temperature T of teacher and student in the "
                                              "distillation term")
+    sam: float = option(0.0, "sharpness-aware minimisation: radius rho of the uphill move each step's gradient is "
+                             "taken at (0 = off; 0.05 is the paper's for SGD); a second forward and backward per "
+                             "step: about twice the time", metavar="RHO")
     ema: float = option(0.0, "EMA decay of the weights evaluated and saved (0 = off, e.g. 0.999)")
     tta: Literal["none", "flip", "flip_shift", "ten_crop"] = option("flip", "test-time augmentation for the final evaluation")
     early_stop: int = option(0, "stop after this many epochs without val improvement (0 = off)")
@@ -135,6 +138,8 @@ class TrainConfig:
             problems.append("val_fraction must be in [0, 1)")
         if not 0 <= self.label_smoothing < 1:
             problems.append("label_smoothing must be in [0, 1)")
+        if not 0 <= self.sam <= 2:
+            problems.append(f"sam must be in [0, 2] (a radius in weight space; the paper's are 0.01-0.5), got {self.sam}")
         if not 0 <= self.ema < 1:
             problems.append("ema must be in [0, 1)")
         if self.channels not in (0, 1, 3):

@@ -27,7 +27,7 @@ from ..evaluate.tta import predict_logits
 from ..fileio import clean_stale_tmp
 from ..models import count_params, create_model, get_spec
 from ..preprocess import Preprocess
-from . import config as config_mod, distributed, precision, teacher as teacher_mod
+from . import config as config_mod, distributed, precision, sam, teacher as teacher_mod
 from .config import TrainConfig, with_channels
 from .finetune import apply_stage, collapse_warning, hold_batchnorm, init_from
 from .finish import finish
@@ -80,26 +80,23 @@ def _epoch_steps(job: Job) -> dict:
             target = y  # class indices: cross-entropy's own path, no one-hot per step
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(ctx.device, job.precision == "autocast"):
-            logits = model(x)
+        logits, loss = _forward(job, x, target, idx)
         if state.step == 0:
             check_logits(logits.detach().float(), job.num_classes)
-        logits32 = logits.float()
-        loss = F.cross_entropy(logits32, target, weight=job.class_weights, label_smoothing=cfg.label_smoothing)
-        if job.teacher is not None:
-            kd = distill_loss(logits32, job.teacher[idx], cfg.distill_temperature)
-            loss = (1 - cfg.distill) * loss + cfg.distill * kd
         # every rank learns of a NaN on any rank at the same step, so all stop together
         loss_value = loss.item()  # the one host sync of a step, which the NaN check needs anyway
         if distributed.any_rank(not math.isfinite(loss_value), ctx):
             raise TrainingDiverged(diagnose_divergence(f"the loss (step {i})", state.epoch, lr, cfg))
         job.opt.zero_grad(set_to_none=True)
-        if job.scaler is not None:  # float16 autocast: scale the loss so small gradients survive
-            job.scaler.scale(loss).backward()
+        _backward(job, loss)
+        if cfg.sam:  # the step descends with the gradient at the weights moved uphill by rho
+            with sam.ascent(model, cfg.sam):
+                job.opt.zero_grad(set_to_none=True)
+                _backward(job, _forward(job, x, target, idx)[1])
+        if job.scaler is not None:
             job.scaler.step(job.opt)
             job.scaler.update()
         else:
-            loss.backward()
             job.opt.step()
         if job.ema is not None:
             job.ema.update_parameters(distributed.unwrap(model))
@@ -114,6 +111,27 @@ def _epoch_steps(job: Job) -> dict:
     loss_sum, correct, seen = distributed.sum_all([loss_sum, float(correct), float(seen)], ctx)
     return {"train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1), "lr": lr,
             "seconds": dt, "images_per_s": seen / dt}
+
+
+def _forward(job: Job, x: torch.Tensor, target: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch's logits and loss: cross-entropy (smoothed, weighted or on mixed targets), plus the
+    distillation term with a teacher."""
+    cfg = job.cfg
+    with autocast(job.ctx.device, job.precision == "autocast"):
+        logits = job.model(x)
+    logits32 = logits.float()
+    loss = F.cross_entropy(logits32, target, weight=job.class_weights, label_smoothing=cfg.label_smoothing)
+    if job.teacher is not None:
+        kd = distill_loss(logits32, job.teacher[idx], cfg.distill_temperature)
+        loss = (1 - cfg.distill) * loss + cfg.distill * kd
+    return logits, loss
+
+
+def _backward(job: Job, loss: torch.Tensor) -> None:
+    if job.scaler is not None:  # float16 autocast: scale the loss so small gradients survive
+        job.scaler.scale(loss).backward()
+    else:
+        loss.backward()
 
 
 def _correct(job: Job, order: torch.Tensor, preds: torch.Tensor, seen: int) -> int:
