@@ -24,6 +24,14 @@ def test_summarize_run_reports_throughput_and_accuracy(tiny_fer_dir, tmp_path):
     assert 0 <= r["val_acc_tta"] <= 1 and r["best_val_acc"] is not None
     assert r["val_acc_at_minutes"]["90"] is None
 
+    # a SAM run computes two forward and backward passes per image: twice the GFLOP/s at one img/s
+    import yaml
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    (run / "config.yaml").write_text(yaml.safe_dump({**saved, "sam": 0.05}))
+    s = bench.summarize_run(run, "custom", peaks=(100.0, 400.0), load_before=(0.5, 0.5, 0.5))
+    assert s["images_per_s_median"] == r["images_per_s_median"]
+    assert abs(s["train_gflops"] - 2 * r["train_gflops"]) < 1e-9
+
 
 def test_recipe_label_names_the_flags_that_differ():
     cfg = config.build("fast", data="d", arch="fernet2_s", train_crop=40, name="x", max_minutes=10)

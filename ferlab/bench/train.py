@@ -92,7 +92,8 @@ def summarize_run(run_dir: str | Path, recipe: str, peaks: tuple[float, float] |
     median_ips = ips[len(ips) // 2]
     # a conv net's cost scales with pixels: --train-crop trains on (crop/size)^2 of the full-face FLOPs
     train_macs = macs * (cfg.train_crop / size) ** 2 if 0 < cfg.train_crop < size else macs
-    train_gflops = median_ips * 3 * 2 * train_macs / 1e9  # forward + backward ~ 3x forward
+    passes = 2 if cfg.sam else 1  # SAM: a second forward and backward per step, at the moved weights
+    train_gflops = passes * median_ips * 3 * 2 * train_macs / 1e9  # forward + backward ~ 3x forward
     peak = peak16 if cfg.amp else peak32
     final = json.loads((run_dir / "eval_val.json").read_text())
     best = checkpoint.read(run_dir / "best.pt")["metrics"]
