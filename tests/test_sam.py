@@ -59,8 +59,8 @@ def test_ascent_leaves_parameters_without_gradient_alone():
 
 
 def test_train_with_sam_takes_the_second_gradient(tiny_fer_dir, tmp_path):
-    # same seed and data, with and without SAM: the weights differ after one step's worth of
-    # training, and the SAM run still learns the (separable) toy classes
+    # same seed and data, with and without SAM: the weights differ (the steps took the second
+    # gradient), and the SAM run still learns the (separable) toy classes
     def run(rho, name):
         cfg = config.build(data=str(tiny_fer_dir), arch="fernet_tiny", epochs=4, batch_size=32, lr=0.05,
                            augment="flip", out=str(tmp_path / "runs"), name=name, threads=1, tta="none",
