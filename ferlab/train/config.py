@@ -197,9 +197,10 @@ class TeacherConfig:
         check(self, problems, "teacher options")
 
 
-#: Named recipes: overrides of the defaults above. `default` trained the bundled model.
+#: Named recipes: overrides of the defaults above. `default` trained the bundled model's first stage.
 RECIPES: dict[str, dict] = {
-    # The bundled model: FerNet-S, SGD-Nesterov, warm-up + cosine, standard augmentation, label
+    # The bundled model's first stage (then 8 epochs of --sam 0.05 at lr 0.01 from its best.pt,
+    # README "The bundled models"): FerNet-S, SGD-Nesterov, warm-up + cosine, standard augmentation, label
     # smoothing, EMA. Tuned only on val (PublicTest). 120 epochs since 2026-12-06 (~90 minutes at
     # ~660 img/s): +0.7 points with TTA over 60; its best epoch was the 91st, then it overfits (README).
     "default": dict(arch="fernet_s", epochs=120, batch_size=128, optimizer="sgd", lr=0.1, weight_decay=5e-4,
