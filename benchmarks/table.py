@@ -3,6 +3,7 @@
     python benchmarks/table.py benchmarks/results/train_*.json      # training table
     python benchmarks/table.py --use benchmarks/results             # inference, photo and video tables
     python benchmarks/table.py --levers benchmarks/results/levers_tiny.json   # one lever at a time
+    python benchmarks/table.py --robustness benchmarks/results/robustness.json   # degraded faces
 """
 from __future__ import annotations
 
@@ -90,9 +91,28 @@ def levers_table(path: Path) -> str:
     return "\n".join(lines)
 
 
+def robustness_table(path: Path) -> str:
+    """One row per condition, one column per model (accuracy), then the mean over degraded faces."""
+    r = json.loads(path.read_text())
+    models = list(r["models"])
+    names = list(next(iter(r["models"].values()))["conditions"])
+    lines = [f"| condition ({r['split']}, {r['faces']:,} faces, no TTA) | " + " | ".join(f"`{m}`" for m in models) + " |",
+             "|---|" + "---|" * len(models)]
+    for c in names:
+        first = r["models"][models[0]]["conditions"][c]
+        label = f"{c} (beyond `photo`'s ranges)" if first["beyond_photo"] else c
+        lines.append(f"| {label} | " + " | ".join(f"{100 * r['models'][m]['conditions'][c]['accuracy']:.1f} %"
+                                                  for m in models) + " |")
+    lines.append("| **mean over the degraded** | " + " | ".join(
+        f"**{100 * r['models'][m]['mean_degraded_accuracy']:.1f} %**" for m in models) + " |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--levers"]:
         print(levers_table(Path(sys.argv[2])))
+    elif sys.argv[1:2] == ["--robustness"]:
+        print(robustness_table(Path(sys.argv[2])))
     elif sys.argv[1:2] == ["--use"]:
         root = Path(sys.argv[2])
         print(infer_table(root) + "\n\n" + use_table(root))

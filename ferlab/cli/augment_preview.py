@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     h, w, _ = result.shape
     print(f"wrote {result.path} ({w}x{h} px: {len(result.classes)} faces x (original + {cfg.copies} augmented); "
           f"rows: {', '.join(result.classes)})")
-    given = ", ".join(f"--{k} {v:g}" for k, v in vars(cfg.aug).items() if v is not None)
+    given = ", ".join(f"--{k.replace('_', '-')} {v:g}" for k, v in vars(cfg.aug).items() if v is not None)
     over = f" with {given}" if given else ""
     print(f"augmentation {cfg.augment}{over}: {describe(result.augment, cfg.size)}")
     return 0

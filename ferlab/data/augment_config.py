@@ -26,10 +26,23 @@ class AugmentConfig:
     """Probability of erasing one random rectangle (random erasing / cutout)."""
     erase_max: float = 0.25
     """Maximum erased area as a fraction of the image."""
+    gamma: float = 0.0
+    """Lighting: gamma drawn log-uniformly from [1/(1+gamma), 1+gamma] (0 = off; data/degrade.py)."""
+    blur: float = 0.0
+    """Probability of a Gaussian blur (out of focus, or a small face scaled up)."""
+    blur_sigma: float = 1.2
+    """Largest blur sigma in pixels of the training image (drawn from [0.3, blur_sigma])."""
+    jpeg: float = 0.0
+    """Probability of a JPEG round trip."""
+    jpeg_quality: float = 30.0
+    """Lowest JPEG quality (drawn from [jpeg_quality, 95])."""
 
     def __post_init__(self):
         problems = [f"{k} must be >= 0" for k, v in asdict(self).items() if v < 0]
-        problems += [f"{k} must be <= 1" for k in ("flip", "erase", "erase_max", "shift") if getattr(self, k) > 1]
+        problems += [f"{k} must be <= 1" for k in ("flip", "erase", "erase_max", "shift", "blur", "jpeg")
+                     if getattr(self, k) > 1]
+        if not 1 <= self.jpeg_quality <= 95:
+            problems.append(f"jpeg_quality must be within 1-95, got {self.jpeg_quality}")
         if problems:
             raise ValueError("invalid augmentation: " + "; ".join(problems))
 
@@ -42,6 +55,9 @@ PRESETS: dict[str, AugmentConfig] = {
     "standard": AugmentConfig(),
     "strong": AugmentConfig(flip=0.5, rotate_deg=15, scale=0.15, shift=0.12, brightness=0.3, contrast=0.3,
                             erase=0.6, erase_max=0.3),
+    # standard plus what cameras and codecs do to the faces `ferlab predict` sees (lighting, focus,
+    # compression): for models that meet photos and webcams rather than FER2013's clean crops
+    "photo": AugmentConfig(gamma=0.5, blur=0.3, blur_sigma=1.2, jpeg=0.3, jpeg_quality=30),
 }
 
 
@@ -76,6 +92,14 @@ class AugmentRanges:
                                           "default: the preset's)")
     erase: float | None = option(None, "probability of random erasing (one rectangle blanked to the mean), 0-1 "
                                        "(default: the preset's)")
+    gamma: float | None = option(None, "lighting: gamma drawn from [1/(1+g), 1+g] (0.5 = 0.67-1.5; 0 = off; "
+                                       "default: the preset's)", metavar="G")
+    blur: float | None = option(None, "probability of a Gaussian blur of sigma 0.3 to --blur-sigma pixels, 0-1 "
+                                      "(default: the preset's)")
+    blur_sigma: float | None = option(None, "largest blur sigma in pixels (default: the preset's)", metavar="PX")
+    jpeg: float | None = option(None, "probability of a JPEG round trip of quality --jpeg-quality to 95, 0-1 "
+                                      "(default: the preset's)")
+    jpeg_quality: float | None = option(None, "lowest JPEG quality, 1-95 (default: the preset's)", metavar="Q")
 
     def __post_init__(self):
         problems = []
@@ -87,10 +111,12 @@ class AugmentRanges:
                 problems.append(f"{f.name} must be a finite number, got {v!r}")
             elif v < 0:
                 problems.append(f"{f.name} must be >= 0, got {v}")
-            elif f.name in ("flip", "erase", "shift") and v > 1:
+            elif f.name in ("flip", "erase", "shift", "blur", "jpeg") and v > 1:
                 problems.append(f"{f.name} must be <= 1, got {v}")
             elif f.name == "rotate" and v > 180:
                 problems.append(f"rotate must be <= 180 degrees, got {v}")
+            elif f.name == "jpeg_quality" and not 1 <= v <= 95:
+                problems.append(f"jpeg_quality must be within 1-95, got {v}")
             elif f.name == "zoom" and v >= 1:
                 problems.append(f"zoom must be < 1 (the smallest zoom factor 1 - zoom must stay positive), got {v}")
         if problems:
@@ -114,4 +140,10 @@ def describe(cfg: AugmentConfig, size: int = 48) -> str:
              f"shift +-{cfg.shift:g} of the side (+-{cfg.shift * size:.3g} px at {size} px)",
              f"brightness +-{cfg.brightness:g}", f"contrast {max(1 - cfg.contrast, 0):g}-{1 + cfg.contrast:g}",
              f"erase p={cfg.erase:g} (up to {cfg.erase_max:.0%} of the area)"]
+    if cfg.gamma:
+        parts.append(f"gamma {1 / (1 + cfg.gamma):.2g}-{1 + cfg.gamma:g}")
+    if cfg.blur:
+        parts.append(f"blur p={cfg.blur:g} (sigma 0.3-{cfg.blur_sigma:g} px)")
+    if cfg.jpeg:
+        parts.append(f"jpeg p={cfg.jpeg:g} (quality {cfg.jpeg_quality:g}-95)")
     return ", ".join(parts)

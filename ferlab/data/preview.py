@@ -15,6 +15,7 @@ from ..fileio import atomic_write
 from ..preprocess import Preprocess
 from .augment import augment
 from .augment_config import AugmentConfig, resolve
+from .degrade import degrade
 from .loader import load
 from .preview_config import PreviewConfig
 
@@ -50,7 +51,7 @@ def preview_grid(images: torch.Tensor, labels: torch.Tensor, classes: list[str],
     """uint8 faces (N, C, S, S) -> an RGB uint8 grid (H, W, 3) of `grid_shape(N, copies, S)`: row i
     holds face i, its class name at the left, the original, then `copies` augmented versions.
 
-    The copies go through `pp.normalize`, `augment(.., aug, generator)` and `pp.denormalize`, so
+    The copies go through `degrade`, `pp.normalize`, `augment(.., aug, generator)` and `pp.denormalize`, so
     brightness and erasing look as the model sees them; the same seed draws the same grid."""
     if images.dim() != 4 or images.dtype != torch.uint8:
         raise ValueError(f"expected uint8 images (N, C, H, W), got {images.dtype} of shape {tuple(images.shape)}")
@@ -62,7 +63,8 @@ def preview_grid(images: torch.Tensor, labels: torch.Tensor, classes: list[str],
         raise ValueError(f"copies must be >= 1, got {copies}")
     n, size = len(images), images.shape[-1]
     g = torch.Generator().manual_seed(seed)
-    drawn = pp.denormalize(augment(pp.normalize(images.repeat_interleave(copies, 0)), aug, g))  # (N*copies, S, S[, 3])
+    copied = degrade(images.repeat_interleave(copies, 0), aug, g)  # lighting, blur, JPEG: on the pixels
+    drawn = pp.denormalize(augment(pp.normalize(copied), aug, g))  # (N*copies, S, S[, 3])
     originals = images.cpu().permute(0, 2, 3, 1).numpy()  # (N, S, S, C)
     grid = np.full(grid_shape(n, copies, size), 255, dtype=np.uint8)
     side = tile_side(size)
