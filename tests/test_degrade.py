@@ -157,3 +157,30 @@ def test_robustness_conditions_change_the_faces():
         y = fn(x)
         assert y.dtype == torch.uint8 and y.shape == x.shape
         assert torch.equal(y, x) == (name == "clean"), name
+
+
+def test_detector_val_benchmark_finds_real_faces_and_scores_each_margin(tmp_path, monkeypatch):
+    # a real face (scikit-image's public-domain astronaut) cut to FER2013's framing, as a val split
+    skdata = pytest.importorskip("skimage.data")
+    from PIL import Image
+
+    from ferlab import Recognizer
+
+    rgb = skdata.astronaut()
+    x, y, w, h = (int(v) for v in Recognizer().predict(rgb).faces[0].box)
+    face = Image.fromarray(rgb[y:y + h, x:x + w]).convert("L").resize((48, 48))
+    for cls, img in (("happy", face), ("sad", face.transpose(Image.FLIP_LEFT_RIGHT))):
+        (tmp_path / "fer" / "val" / cls).mkdir(parents=True)
+        img.save(tmp_path / "fer" / "val" / cls / "0.png")
+    ckpt = save_checkpoint(tmp_path / "m.pt", seed=0)
+    out = tmp_path / "det.json"
+    monkeypatch.setattr(sys, "argv", ["detector_val.py", str(ckpt), "--data", str(tmp_path / "fer"),
+                                      "--margins", "0", "0.2", "--out", str(out)])
+    _script("detector_val").main()
+    r = json.loads(out.read_text())
+    assert (r["faces"], r["detected"]) == (2, 2)  # YuNet finds the face in both
+    p5, _, median, _, p95 = r["box"]["longer_side"]
+    assert 0.5 < p5 <= median <= p95 < 2  # YuNet's box is about FER's frame
+    row = r["models"][str(ckpt)]
+    assert set(row["margins"]) == {"0", "0.2"} and row["crop_margin"] == 0.0
+    assert all(v in (0.0, 0.5, 1.0) for v in [row["fer_framing"], *row["margins"].values()])
