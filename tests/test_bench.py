@@ -1,6 +1,7 @@
 from ferlab.bench import train as bench
 from ferlab import train
 from ferlab.train import config
+from ferlab.data.augment_config import AugmentRanges
 
 
 def test_accuracy_at_time_points():
@@ -38,3 +39,5 @@ def test_recipe_label_names_the_flags_that_differ():
     assert bench.recipe_label(cfg, "fast") == "fast (--arch fernet2_s, --train-crop 40)"
     assert bench.recipe_label(config.build("fast", data="d", out="elsewhere"), "fast") == "fast"
     assert bench.recipe_label(cfg, "my own") == "my own"
+    ranges = config.build("default", data="d", augment="photo", aug=AugmentRanges(zoom=0.2, shift=0.12))
+    assert bench.recipe_label(ranges, "default") == "default (--augment photo, --zoom 0.2, --shift 0.12)"

@@ -65,8 +65,15 @@ def recipe_label(cfg: config_mod.TrainConfig, recipe: str) -> str:
     if recipe not in config_mod.RECIPES:
         return recipe
     base = config_mod.build(recipe, data=cfg.data).to_dict()
-    diff = [f"--{k.replace('_', '-')} {v}" for k, v in cfg.to_dict().items()
-            if k not in _NOT_RECIPE and v != base.get(k)]
+    flag = lambda k, v: f"--{k.replace('_', '-')} {v}"
+    diff = []
+    for k, v in cfg.to_dict().items():
+        if k in _NOT_RECIPE or v == base.get(k):
+            continue
+        if isinstance(v, dict):  # nested options (the augmentation ranges) are flags of their own
+            diff += [flag(kk, vv) for kk, vv in v.items() if vv != (base.get(k) or {}).get(kk)]
+        else:
+            diff.append(flag(k, v))
     return f"{recipe} ({', '.join(diff)})" if diff else recipe
 
 
