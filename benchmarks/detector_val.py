@@ -6,7 +6,7 @@ every val face, scaled up 3x (48 -> 144 px: YuNet needs more than 48 px), in the
 twice its size with the edges repeated, detects it with YuNet (threshold 0.75, as `predict`), cuts
 the crop as `predict` does at several margins, and scores the checkpoints on the faces found,
 next to their score on the same faces as FER2013 framed them. It also records where YuNet's box
-lies relative to FER2013's frame. No TTA, fp32.
+lies relative to FER2013's frame. fp32; no TTA unless `--tta` (as `predict --tta`).
 
     .venv/bin/python benchmarks/detector_val.py default tiny --data ../shared/datasets/fer2013 \\
         --out benchmarks/results/detector_val.json
@@ -64,6 +64,7 @@ def main() -> None:
     ap.add_argument("--data", required=True)
     ap.add_argument("--split", default="val")
     ap.add_argument("--margins", type=float, nargs="+", default=[-0.05, 0.0, 0.1, 0.2])
+    ap.add_argument("--tta", default="none", choices=["none", "flip", "flip_shift"])
     ap.add_argument("--out", default="benchmarks/results/detector_val.json")
     args = ap.parse_args()
     load_before, t0 = os.getloadavg(), time.perf_counter()
@@ -71,7 +72,7 @@ def main() -> None:
     idx, canvases, faces = detect_all(split.images)
     res = {"split": args.split, "faces": len(split.labels), "detected": len(idx),
            "detection_rate": round(len(idx) / len(split.labels), 4), "box": box_stats(faces, 48 * SCALE),
-           "detect_seconds": round(time.perf_counter() - t0, 1), "tta": "none", "precision": "fp32", "models": {}}
+           "detect_seconds": round(time.perf_counter() - t0, 1), "tta": args.tta, "precision": "fp32", "models": {}}
     print(f"YuNet found {len(idx)} of {len(split.labels)} faces; box {res['box']}", flush=True)
     for ref in args.models:
         loaded = checkpoint.load(ref)
@@ -80,7 +81,7 @@ def main() -> None:
             raise SystemExit(f"{ref} takes {pp.size} px with {pp.channels} channel(s): this benchmark takes 48 px gray")
         # the split's classes mapped into the checkpoint's by name, as `evaluate` does
         y = torch.tensor(labels.index_map(split.classes, loaded.classes))[split.labels[idx]].numpy()
-        acc = lambda imgs: round(float((predict_logits(loaded.model, imgs, pp).argmax(1).numpy() == y).mean()), 4)
+        acc = lambda imgs: round(float((predict_logits(loaded.model, imgs, pp, args.tta).argmax(1).numpy() == y).mean()), 4)
         row = {"crop_margin": pp.crop_margin, "fer_framing": acc(split.images[idx]), "margins": {}}
         for margin in args.margins:
             crops = [align_crop(c, f, margin) for c, f in zip(canvases, faces)]

@@ -92,6 +92,40 @@ def test_small_inputs_are_taken_as_face_crops(rec, ckpt, astronaut):
     assert [f.box for f in whole.faces] == [(0, 0, 512, 512)]
 
 
+def test_tta_averages_the_logits_of_the_crop_and_its_views(rec, ckpt, astronaut):
+    from ferlab.predict.recognizer import softmax
+
+    crop = cv2.resize(astronaut[60:180, 170:290], (48, 48), interpolation=cv2.INTER_AREA)
+    x = rec.preprocess.model_input([crop])
+    logits = lambda v: rec.classifier(v.contiguous().numpy())
+    flip = Recognizer(ckpt, tta="flip")
+    want = softmax((logits(x) + logits(x.flip(-1))) / 2 / flip.temperature)
+    assert np.allclose(flip.classify_faces([crop]), want, atol=1e-6)
+    assert not np.allclose(flip.classify_faces([crop]), rec.classify_faces([crop]), atol=1e-4)
+    shifted = Recognizer(ckpt, tta="flip_shift").classify_faces([crop])
+    assert shifted.shape == (1, 7) and not np.allclose(shifted, want, atol=1e-4)
+
+
+def test_tta_auto_takes_the_checkpoints_and_unknown_names_fail(ckpt):
+    from ferlab import checkpoint
+
+    assert Recognizer("default", tta="auto").tta == checkpoint.load("default").meta["config"]["tta"] == "flip_shift"
+    assert Recognizer(ckpt, tta="auto").tta == "none"  # a checkpoint without a recorded TTA
+    with pytest.raises(ValueError, match="unknown tta 'ten_crop'; choose one of: none, flip, flip_shift, auto"):
+        Recognizer(ckpt, tta="ten_crop")
+
+
+def test_predict_cli_applies_tta(ckpt, astronaut, tmp_path):
+    crop = cv2.resize(astronaut[60:180, 170:290], (48, 48), interpolation=cv2.INTER_AREA)
+    Image.fromarray(crop).save(tmp_path / "face.png")
+    out = tmp_path / "faces.json"
+    assert main(["predict", str(tmp_path / "face.png"), "--model", str(ckpt), "--tta", "flip", "--json", str(out),
+                 "--no-progress", "--out", str(tmp_path / "annotated")]) == 0
+    probs = json.loads(out.read_text())[0]["faces"][0]["probs"]
+    want = Recognizer(ckpt, tta="flip").classify_faces([crop])[0]
+    assert np.allclose([probs[c] for c in FER2013_CLASSES], want, atol=1e-5)
+
+
 @pytest.mark.parametrize("mode,fmt", [("L", "PNG"), ("RGBA", "PNG"), ("CMYK", "JPEG"), ("I;16", "PNG"),
                                       ("P", "PNG"), ("LA", "PNG"), ("1", "PNG")])
 def test_odd_colour_modes_are_read_as_rgb(rec, astronaut, tmp_path, mode, fmt):

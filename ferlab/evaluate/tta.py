@@ -41,17 +41,7 @@ def predict_logits(model: torch.nn.Module, images: torch.Tensor, preprocess: Pre
         x = preprocess.normalize(images[i:i + batch_size].to(device, non_blocking=True))
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        views = [x]
-        if tta != "none":
-            views.append(x.flip(-1))
-        if tta == "flip_shift":
-            s = max(1, x.shape[-1] // 16)
-            for v in list(views):
-                p = F.pad(v, (s, s, s, s), mode="replicate")
-                h, w = v.shape[-2:]
-                views += [p[..., :h, s:s + w], p[..., 2 * s:, s:s + w], p[..., s:s + h, :w], p[..., s:s + h, 2 * s:]]
-        if tta == "ten_crop":
-            views = _ten_crops(views)
+        views = tta_views(x, tta)
         with autocast(device, amp):
             try:
                 out.append(torch.stack([model(v).float() for v in views]).mean(0).cpu())
@@ -62,6 +52,23 @@ def predict_logits(model: torch.nn.Module, images: torch.Tensor, preprocess: Pre
                                  f"{type(model).__name__} cannot take (a network with global pooling can): "
                                  f"use --tta flip or flip_shift ({e})") from None
     return torch.cat(out)
+
+
+def tta_views(x: torch.Tensor, tta: TTA) -> list[torch.Tensor]:
+    """The views of a normalised batch (B, C, H, W) whose logits `tta` averages (see `predict_logits`);
+    `predict` and `serve` take the same ones (`Recognizer(tta=...)`)."""
+    views = [x]
+    if tta != "none":
+        views.append(x.flip(-1))
+    if tta == "flip_shift":
+        s = max(1, x.shape[-1] // 16)
+        for v in list(views):
+            p = F.pad(v, (s, s, s, s), mode="replicate")
+            h, w = v.shape[-2:]
+            views += [p[..., :h, s:s + w], p[..., 2 * s:, s:s + w], p[..., s:s + h, :w], p[..., s:s + h, 2 * s:]]
+    if tta == "ten_crop":
+        views = _ten_crops(views)
+    return views
 
 
 def _ten_crops(views: list[torch.Tensor]) -> list[torch.Tensor]:

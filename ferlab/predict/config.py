@@ -35,6 +35,10 @@ class DetectorConfig:
         check(self, problems, "detector options")
 
 
+#: Test-time augmentation `predict` and `serve` can apply (ten_crop needs 40 px networks).
+PREDICT_TTA = ("none", "flip", "flip_shift", "auto")
+
+
 @dataclass(frozen=True)
 class PredictConfig:
     inputs: tuple[str, ...] = option((), "image files, folders (searched recursively) or video files",
@@ -46,6 +50,10 @@ class PredictConfig:
     device: str = option("auto", "with --backend torch: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
     amp: bool = option(False, "with --backend torch: mixed precision, bfloat16 on CPUs (about 3.5x the faces/s of "
                               "the default model on AMX CPUs; logits differ slightly)", aliases=("--bf16",))
+    tta: Literal["none", "flip", "flip_shift", "auto"] = option(
+        "none", "test-time augmentation of each face: flip (the crop and its mirror: 2x the classifier's work), "
+                "flip_shift (also 4 shifts of both: 10x; the bundled default's recorded TTA), auto (the checkpoint's "
+                "recorded one)")
     onnx: str | None = option(None, "with --backend onnx: an export of --model (default: export now)",
                               metavar="FILE")
     out: str | None = option(None, "folder for annotated images (and predictions.json); videos and the webcam "

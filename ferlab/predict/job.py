@@ -87,7 +87,7 @@ def run(config: PredictConfig) -> PredictReport:
     """Predict on every input of `config`, writing the annotated images, JSON and CSV files it asks for."""
     out = Path(config.out) if config.out else (Path("ferlab-demo") if config.demo else None)
     recognizer = Recognizer(config.model, config.detector, config.backend, onnx_path=config.onnx, amp=config.amp,
-                            device=config.device)
+                            device=config.device, tta=config.tta)
     items = demo_items() if config.demo else []
     for f, root in gather(config.inputs):
         truth = None

@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import torch
 
 from .. import checkpoint
 from ..checkpoint import Loaded
 from ..devices import keep_freed_memory
+from ..evaluate.tta import tta_views
 from .backends import TorchClassifier, onnx_classifier
-from .config import BACKENDS, DetectorConfig
+from .config import BACKENDS, PREDICT_TTA, DetectorConfig
 from .detect import Detector, Face, align_crop, make_detector
 from .images import ImageInput, as_rgb, read_image
 
@@ -77,15 +79,21 @@ class Recognizer:
     amp: mixed precision for the PyTorch backend (bfloat16 on CPUs: faster on AMX, logits less exact).
     device: where the PyTorch backend runs ('auto', 'cpu', 'cuda', 'cuda:N', 'mps'); faces of a
     batch are classified together there.
+    tta: "none", "flip" (the crop and its mirror: 2x the classifier's work) or "flip_shift" (also
+    1-pixel-per-16 shifts: 10x), the views `ferlab evaluate --tta` averages; "auto" takes the
+    checkpoint's recorded TTA ("none" for ONNX files, which record none).
     """
 
     def __init__(self, model: str | Path | Loaded | None = None,
                  detector: DetectorConfig | str | Detector = "yunet", backend: Literal["torch", "onnx"] = "torch", *,
                  align: bool = True, small_side: int | None = None, batch_size: int = 64,
-                 onnx_path: str | Path | None = None, amp: bool = False, device: str = "auto"):
+                 onnx_path: str | Path | None = None, amp: bool = False, device: str = "auto",
+                 tta: Literal["none", "flip", "flip_shift", "auto"] = "none"):
         keep_freed_memory()
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+        if tta not in PREDICT_TTA:
+            raise ValueError(f"unknown tta {tta!r}; choose one of: {', '.join(PREDICT_TTA)}")
         self.backend = backend
         self.loaded: Loaded | None = None
         if isinstance(model, (str, Path)) and str(model).lower().endswith(".onnx"):
@@ -110,6 +118,10 @@ class Recognizer:
                 if self.classifier.classes != self.classes or self.classifier.preprocess != self.preprocess:
                     raise ValueError(f"{onnx_path} was not exported from this checkpoint (its classes or "
                                      "preprocessing differ); export it again with `ferlab export`")
+        if tta == "auto":  # the checkpoint's own; ten_crop is for networks trained on 40 px crops
+            recorded = self.loaded.meta.get("config", {}).get("tta", "none") if self.loaded else "none"
+            tta = recorded if recorded in PREDICT_TTA else "none"
+        self.tta = tta
         self.detector = detector if isinstance(detector, Detector) else make_detector(detector)
         self.align = align
         self.small_side = 2 * self.preprocess.size if small_side is None else small_side
@@ -127,10 +139,17 @@ class Recognizer:
 
     def classify_faces(self, crops: list[np.ndarray] | np.ndarray) -> np.ndarray:
         """Class probabilities (N, K), in `self.classes` order, of uint8 face crops (already cut out)."""
-        x = self.preprocess.model_input(crops).numpy()
+        x = self.preprocess.model_input(crops)
         t = self.temperature
-        out = [softmax(self.classifier(x[i:i + self.batch_size]) / t) for i in range(0, len(x), self.batch_size)]
+        out = [softmax(self._logits(x[i:i + self.batch_size]) / t) for i in range(0, len(x), self.batch_size)]
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
+
+    def _logits(self, x: torch.Tensor) -> np.ndarray:
+        """The classifier's logits of a normalised batch, averaged over the TTA views."""
+        if self.tta == "none":
+            return self.classifier(x.numpy())
+        views = tta_views(x, self.tta)
+        return np.mean([self.classifier(v.contiguous().numpy()) for v in views], axis=0)
 
     # -- images --------------------------------------------------------------------------------
 
