@@ -35,7 +35,7 @@ class DetectorConfig:
         check(self, problems, "detector options")
 
 
-#: Test-time augmentation `predict` and `serve` can apply (ten_crop needs 40 px networks).
+#: Test-time augmentation `predict` (`Recognizer`) can apply (ten_crop needs networks trained on 40 px crops).
 PREDICT_TTA = ("none", "flip", "flip_shift", "auto")
 
 
