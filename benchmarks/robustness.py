@@ -74,7 +74,7 @@ def robustness(ref: str, images: torch.Tensor, y: np.ndarray, classes: list[str]
     if list(loaded.classes) != classes:
         raise SystemExit(f"{ref} predicts {loaded.classes}, the others {classes}: compare models of one label set")
     pp = loaded.preprocess
-    if (pp.size, pp.channels) != tuple(images.shape[-2:][:1]) + (images.shape[1],):
+    if (pp.size, pp.channels) != (images.shape[-1], images.shape[1]):
         raise SystemExit(f"{ref} takes {pp.size} px with {pp.channels} channel(s), the first model "
                          f"{images.shape[-1]} px with {images.shape[1]}: compare models of one input size")
     rows = {}

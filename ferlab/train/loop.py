@@ -20,8 +20,8 @@ from tqdm import tqdm
 
 from .. import checkpoint, data, history
 from ..data.augment import augment, mix
-from ..data.degrade import degrade
 from ..data.augment_config import resolve
+from ..data.degrade import degrade
 from ..devices import autocast, describe, grad_scaler, keep_freed_memory
 from ..evaluate.metrics import metrics
 from ..evaluate.tta import predict_logits
