@@ -70,6 +70,9 @@ def main() -> None:
     load_before, t0 = os.getloadavg(), time.perf_counter()
     split = data.load(args.data, args.split, size=48, channels=1)
     idx, canvases, faces = detect_all(split.images)
+    if not idx:
+        raise SystemExit(f"YuNet found no face in the {len(split.labels)} {args.split} images of {args.data}: "
+                         "this benchmark needs face crops")
     res = {"split": args.split, "faces": len(split.labels), "detected": len(idx),
            "detection_rate": round(len(idx) / len(split.labels), 4), "box": box_stats(faces, 48 * SCALE),
            "detect_seconds": round(time.perf_counter() - t0, 1), "tta": args.tta, "precision": "fp32", "models": {}}

@@ -184,3 +184,12 @@ def test_detector_val_benchmark_finds_real_faces_and_scores_each_margin(tmp_path
     row = r["models"][str(ckpt)]
     assert set(row["margins"]) == {"0", "0.2"} and row["crop_margin"] == 0.0
     assert all(v in (0.0, 0.5, 1.0) for v in [row["fer_framing"], *row["margins"].values()])
+
+
+def test_detector_val_benchmark_says_when_no_face_is_found(tiny_fer_dir, tmp_path, monkeypatch):
+    ckpt = save_checkpoint(tmp_path / "m.pt", seed=0)
+    monkeypatch.setattr(sys, "argv", ["detector_val.py", str(ckpt), "--data", str(tiny_fer_dir),
+                                      "--out", str(tmp_path / "det.json")])
+    with pytest.raises(SystemExit, match="YuNet found no face in the 56 val images"):
+        _script("detector_val").main()
+    assert not (tmp_path / "det.json").exists()
