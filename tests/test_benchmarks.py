@@ -72,3 +72,15 @@ def test_keras_compare_table_pairs_each_ferlab_run_with_the_keras_run_beside_it(
     row = kc.table(r).splitlines()[2]
     # medians 100 and 300: 3.00x; the pairs' median 3.00x, their range 1.50-3.00
     assert "**3.00x**" in row and "3.00x (1.50-3.00)" in row
+
+
+def test_conv_backward_shifted_weight_gradient_is_oneDNNs():
+    import torch
+
+    mod = _script("conv_backward")
+    torch.manual_seed(0)
+    x, g = torch.randn(3, 5, 7, 6), torch.randn(3, 4, 7, 6)  # odd sizes: rows, images and channels must not mix
+    w = torch.randn(4, 5, 3, 3)
+    want = torch.ops.aten.convolution_backward(g, x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
+                                               (False, True, False))[1]
+    torch.testing.assert_close(mod.shifted_weight_grad(g, x), want, rtol=1e-4, atol=1e-4)
