@@ -318,3 +318,29 @@ def test_cli_serve_refuses_a_port_in_use_and_a_missing_model_without_a_startup_l
         main(["serve", "--port", "abc"])
     assert main(["serve", "--port", "70000"]) == 2
     assert "port must be in 0-65535" in capsys.readouterr().err
+
+
+def test_server_wide_tta_averages_the_views_recognizer_averages(ckpt, face):
+    lopsided = face.copy()
+    lopsided[5:12, 2:10] = 250  # a mark on one side: the mirror differs, so flip TTA changes the probabilities
+    png = _png(lopsided)
+    with testclient.TestClient(create_app(str(ckpt), tta="flip")) as c:
+        (m,) = c.get("/v1/models").json()["models"]
+        assert m["tta"] == "flip"
+        record = c.post("/v1/predict", files={"file": ("face.png", png, "image/png")}).json()
+    assert record["faces"] == Recognizer(ckpt, tta="flip").predict(lopsided, name="face.png").to_dict()["faces"]
+    plain = Recognizer(ckpt).predict(lopsided, name="face.png").to_dict()["faces"]
+    assert record["faces"][0]["probs"] != plain[0]["probs"]
+    with pytest.raises(ValueError, match="unknown tta"):
+        create_app(str(ckpt), tta="ten_crop")
+
+
+def test_cli_serve_takes_tta_and_refuses_unknown_names(capsys):
+    from ferlab.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    assert "--tta {none,flip,flip_shift,auto}" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["serve", "--tta", "ten_crop"])
+    assert "ten_crop" in capsys.readouterr().err

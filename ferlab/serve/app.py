@@ -58,14 +58,15 @@ _LARGEST = Query(None, description="keep only the largest face (default: the ser
 
 def create_app(model: str | Path | Loaded = "default", detector: DetectorConfig | str = "yunet", *,
                limits: ServeLimits = ServeLimits(), threads: int = ServeConfig.threads, api_key: str | None = None,
-               cors_origins: tuple[str, ...] = (), device: str = "auto") -> FastAPI:
+               cors_origins: tuple[str, ...] = (), device: str = "auto", tta: str = "none") -> FastAPI:
     """A FastAPI app serving `model` (a checkpoint reference or a `Loaded`) with the face detector
-    `detector` (a `DetectorConfig` or a detector name); `api_key` None needs no key."""
+    `detector` (a `DetectorConfig` or a detector name); `api_key` None needs no key; `tta` as in
+    `Recognizer`."""
     from .. import __version__
 
     detector = DetectorConfig(name=detector) if isinstance(detector, str) else detector
     engine = Engine(model, detector, threads=threads, max_bytes=limits.max_bytes, max_pixels=limits.max_pixels,
-                    device=device)
+                    device=device, tta=tta)
 
     @asynccontextmanager
     async def lifespan(_app):
@@ -78,7 +79,7 @@ def create_app(model: str | Path | Loaded = "default", detector: DetectorConfig 
     app.state.engine, app.state.recognizer = engine, engine.base
     model_info = schemas.ModelInfo(id=engine.loaded.model_name, classes=engine.classes,
                                    preprocessing=engine.base.preprocess.to_dict(), detector=to_dict(detector),
-                                   ferlab=__version__)
+                                   tta=engine.base.tta, ferlab=__version__)
     _add_error_handlers(app)
 
     @app.get("/healthz", response_model=schemas.Status, tags=["health"])

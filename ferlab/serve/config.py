@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from ..config import check, option
 from ..predict.config import DetectorConfig
@@ -43,6 +44,11 @@ class ServeConfig:
     detector: DetectorConfig = option(factory=DetectorConfig, help="face detection")
     limits: ServeLimits = option(factory=ServeLimits, help="request limits")
     device: str = option("auto", "where the model runs: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
+    # Server-wide, not per request: a client that could ask for 10 views per face would multiply
+    # the server's work by 10 past every limit below.
+    tta: Literal["none", "flip", "flip_shift", "auto"] = option(
+        "none", "test-time augmentation of each face, for every request: flip (2x the classifier's work), "
+                "flip_shift (10x; the bundled default's recorded TTA), auto (the checkpoint's recorded one)")
     workers: int = option(1, "server processes, each with its own copy of the model", metavar="N")
     threads: int = option(2, "images recognised in parallel per worker, each by its own face detector "
                              "(the model is shared)", metavar="N")

@@ -65,12 +65,14 @@ class Engine:
     """Recognition for the server: `await engine.recognise(name, data, options)`."""
 
     def __init__(self, model: str | Path | Loaded, detector: DetectorConfig, *, threads: int, max_bytes: int,
-                 max_pixels: int, device: str = "auto"):
+                 max_pixels: int, device: str = "auto", tta: str = "none"):
         self.loaded = model if isinstance(model, Loaded) else checkpoint.load(model)
         self.detector, self.max_bytes, self.max_pixels = detector, max_bytes, max_pixels
         self.budget = PixelBudget(max_pixels)
         self.device = device
-        self.base = Recognizer(self.loaded, detector, device=device)  # made here so a bad detector option fails at startup
+        # made here so that a bad detector option or TTA name fails at startup; "auto" resolved once
+        self.base = Recognizer(self.loaded, detector, device=device, tta=tta)
+        self.tta = self.base.tta
         self.classes = self.base.classes
         self._local = threading.local()
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="ferlab-recognise")
@@ -104,7 +106,7 @@ class Engine:
             cache = self._local.cache = OrderedDict()
         rec = cache.get(options)
         if rec is None:
-            rec = cache[options] = Recognizer(self.loaded, options, device=self.device)
+            rec = cache[options] = Recognizer(self.loaded, options, device=self.device, tta=self.tta)
             while len(cache) > _CACHED_DETECTORS:
                 cache.popitem(last=False)
         cache.move_to_end(options)

@@ -58,6 +58,7 @@ class ModelInfo(BaseModel):
     preprocessing: dict = Field(description="how a face crop becomes the model's input (size, channels, mean, std, "
                                             "crop margin)")
     detector: dict = Field(description="the face detector and its default options")
+    tta: str = Field(description="the test-time augmentation applied to every face: none, flip or flip_shift")
     ferlab: str = Field(description="ferlab version")
 
 

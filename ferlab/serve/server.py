@@ -68,7 +68,7 @@ def _app(cfg: ServeConfig, api_key: str | None):
     from .app import create_app
 
     return create_app(cfg.model, cfg.detector, limits=cfg.limits, threads=cfg.threads, api_key=api_key,
-                      cors_origins=cfg.cors_origin, device=cfg.device)
+                      cors_origins=cfg.cors_origin, device=cfg.device, tta=cfg.tta)
 
 
 def _check_model(cfg: ServeConfig) -> None:
