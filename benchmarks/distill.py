@@ -1,4 +1,4 @@
-"""Knowledge distillation into `fernet_tiny` (issue 12): record finished runs side by side as JSON.
+"""Knowledge distillation (issue 12): record finished runs side by side as JSON.
 
 The runs themselves are plain CLI runs (a teacher file, then `ferlab train --teacher`), because a
 100-epoch run is the unit a user repeats; this script only collects what they wrote:
@@ -45,15 +45,22 @@ def run_entry(run: Path) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", type=Path)
-    p.add_argument("--baseline", default="tiny", help="bundled checkpoint to compare with")
+    p.add_argument("--baseline", default="tiny", help="bundled checkpoint to compare with, or a `ferlab bench train` "
+                                                      "JSON (a run whose checkpoint is gone)")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "distill_tiny.json")
     a = p.parse_args()
-    base = checkpoint.load(a.baseline).meta
+    if a.baseline.endswith(".json"):
+        row = json.loads(Path(a.baseline).read_text())
+        baseline = {"name": a.baseline, "val_acc": row["best_val_acc"], "val_acc_tta": row["val_acc_tta"],
+                    "tta": row["tta"]}
+    else:
+        base = checkpoint.load(a.baseline).meta
+        baseline = {"name": a.baseline, "val_acc": base["metrics"].get("val_acc"),
+                    "val_acc_tta": base["metrics"].get("val_acc_tta"), "tta": base["config"].get("tta")}
     out = {
         "issue": 12, "command": [sys.executable, *sys.argv], "written": time.strftime("%Y-%m-%d %H:%M:%S"),
         "split": "val (FER2013 PublicTest)", "loadavg_at_write": list(os.getloadavg()),
-        "baseline": {"name": a.baseline, "val_acc": base["metrics"].get("val_acc"),
-                     "val_acc_tta": base["metrics"].get("val_acc_tta"), "tta": base["config"].get("tta")},
+        "baseline": baseline,
         "runs": [run_entry(r) for r in a.runs],
     }
     a.out.parent.mkdir(parents=True, exist_ok=True)

@@ -21,3 +21,16 @@ def test_real_folder_counts_match_dataset_card():
     d = data.load(SHARED_FER, "val")
     assert d.class_counts() == {"angry": 467, "disgust": 56, "fear": 496, "happy": 895, "neutral": 607,
                                 "sad": 653, "surprise": 415}
+
+
+def test_the_shipped_teacher_covers_fer2013_train_in_the_run_s_order():
+    import numpy as np
+
+    from ferlab.train import teacher
+
+    train_split = data.load(SHARED_FER, "train")
+    logits = teacher.load("fer2013", train_split, list(train_split.classes))
+    assert logits.shape == (len(train_split), 7)
+    agree = (logits.argmax(1) == train_split.labels).float().mean().item()
+    assert agree > 0.8, f"the teacher agrees with FER2013's labels on only {agree:.3f} of train"
+    assert np.isfinite(logits.numpy()).all()

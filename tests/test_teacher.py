@@ -133,3 +133,28 @@ def test_teacher_cli_and_option_checks(tiny_fer_dir, tmp_path, capsys):
         config.build(data="d", teacher=str(out), mixup=0.2)
     with pytest.raises(ValueError, match=r"distill must be in \(0, 1\]"):
         config.build(data="d", teacher=str(out), distill=0)
+
+
+def test_the_shipped_fer2013_teacher_is_found_by_name_and_fits_only_fer2013(tiny_fer_dir):
+    path = teacher.resolve("fer2013")
+    assert path == checkpoint.bundled_path("default").with_name("teacher_fer2013.npz")
+    with np.load(path, allow_pickle=False) as f:
+        logits, keys = f["logits"], [str(k) for k in f["keys"]]
+        assert logits.shape == (28709, 7) and logits.dtype == np.float16 and np.isfinite(logits).all()
+        assert [str(c) for c in f["classes"]] == list(FER2013_CLASSES) and str(f["split"]) == "train"
+        assert len(f["models"]) == 3
+    assert len(set(keys)) == len(keys)
+    # the key's folder is the image's label: the ensemble agrees with it on most of train (81-85 % per member)
+    folder = np.array([list(FER2013_CLASSES).index(k.split("/")[0]) for k in keys])
+    assert (logits.argmax(1) == folder).mean() > 0.8
+    full = load_dataset(str(tiny_fer_dir), "train")
+    with pytest.raises(TeacherError, match="not in the teacher.*Kaggle train folders only; --teacher '' trains"):
+        teacher.load("fer2013", full, list(FER2013_CLASSES))
+
+
+def test_fast_kd_recipe_distils_from_the_shipped_teacher_and_refuses_other_data(tiny_fer_dir, tmp_path):
+    cfg = config.build("fast_kd", data=str(tiny_fer_dir), out=str(tmp_path), epochs=1)
+    assert (cfg.teacher, cfg.distill, cfg.arch, cfg.epochs) == ("fer2013", 0.9, "fernet_s", 1)
+    with pytest.raises(TeacherError, match="Kaggle train folders only"):
+        train.fit(cfg, log=lambda m: None)
+    assert not list(tmp_path.rglob("*.pt"))  # refused before any training

@@ -25,9 +25,11 @@ from ..devices import resolve as resolve_device
 from ..evaluate.tta import predict_logits
 from ..fileio import atomic_write
 
-BUNDLED = {name: path for name, path in {"default": checkpoint.bundled_path("default").with_name(
-    "teacher_default.npz")}.items() if path.is_file()}
-"""Teachers shipped with the package, by name (`--teacher default`): the bundled model's soft labels."""
+BUNDLED = {name: path for name, path in {"fer2013": checkpoint.bundled_path("default").with_name(
+    "teacher_fer2013.npz")}.items() if path.is_file()}
+"""Teachers shipped with the package, by name (`--teacher fer2013`): soft labels of FER2013's training
+split from an ensemble of three FerNet-S trained differently (the file's `models` says which), 0.5 MB.
+Only a run on FER2013's train split (the Kaggle folders) finds its images in it."""
 
 
 class TeacherError(ValueError):
@@ -109,7 +111,8 @@ def load(ref: str, train: data.FaceData, classes: list[str]) -> torch.Tensor:
     if absent:
         raise TeacherError(f"{len(absent)} of the run's {len(want)} training images are not in the teacher {path} "
                            f"(first: {absent[0]!r}): the teacher was written on other data; rewrite it on this "
-                           "training split")
+                           "training split" + (f" (the shipped {ref!r} teacher covers FER2013's Kaggle train folders "
+                                               "only; --teacher '' trains without one)" if ref in BUNDLED else ""))
     cols = [t_classes.index(c) for c in classes]
     return torch.from_numpy(logits[[row[k] for k in want]][:, cols].astype(np.float32))
 
