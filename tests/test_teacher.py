@@ -157,4 +157,4 @@ def test_fast_kd_recipe_distils_from_the_shipped_teacher_and_refuses_other_data(
     assert (cfg.teacher, cfg.distill, cfg.arch, cfg.epochs) == ("fer2013", 0.9, "fernet_s", 1)
     with pytest.raises(TeacherError, match="Kaggle train folders only"):
         train.fit(cfg, log=lambda m: None)
-    assert not list(tmp_path.rglob("*.pt"))  # refused before any training
+    assert not [*tmp_path.rglob("best.pt"), *tmp_path.rglob("last.pt")]  # refused before any training
