@@ -212,8 +212,8 @@ RECIPES: dict[str, dict] = {
                  schedule="cosine", lr_floor=1e-3, label_smoothing=0.1, augment="light", ema=0.998,
                  tta="flip_shift"),
     # `fast` distilled from the shipped FER2013 teacher (an ensemble of three FerNet-S, --teacher fer2013),
-    # mostly from its soft labels (a = 0.9): +2.0 points of val in the same ~10 minutes (65.2 % against
-    # 63.2 %; a = 0.5: 64.5 %; README). FER2013's Kaggle folders only: the teacher knows no other images.
+    # mostly from its soft labels (a = 0.9): +1.6 points of val in the same ~10 minutes (65.2 % against
+    # 63.5 % for `fast` the same day; a = 0.5: 64.5 %; README). FER2013's Kaggle folders only: the teacher knows no other images.
     "fast_kd": dict(arch="fernet_s", epochs=12, batch_size=128, optimizer="sgd", lr=0.1, weight_decay=5e-4,
                     schedule="cosine", lr_floor=1e-3, label_smoothing=0.1, augment="light", ema=0.998,
                     tta="flip_shift", teacher="fer2013", distill=0.9),
