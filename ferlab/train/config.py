@@ -197,6 +197,11 @@ class TeacherConfig:
         check(self, problems, "teacher options")
 
 
+# Fits ~10 minutes of training on a 2-core CPU. Light augmentation + EMA: in a 12-epoch budget the
+# model underfits, and this beat `standard` without EMA by 2.4 points on val (README).
+_FAST = dict(arch="fernet_s", epochs=12, batch_size=128, optimizer="sgd", lr=0.1, weight_decay=5e-4, schedule="cosine",
+             lr_floor=1e-3, label_smoothing=0.1, augment="light", ema=0.998, tta="flip_shift")
+
 #: Named recipes: overrides of the defaults above. `default` trained the bundled model's first stage.
 RECIPES: dict[str, dict] = {
     # The bundled model's first stage (then 8 epochs of --sam 0.05 --augment photo at lr 0.01 from its
@@ -206,17 +211,12 @@ RECIPES: dict[str, dict] = {
     "default": dict(arch="fernet_s", epochs=120, batch_size=128, optimizer="sgd", lr=0.1, weight_decay=5e-4,
                     schedule="cosine", lr_floor=1e-3, label_smoothing=0.1, augment="standard", ema=0.999,
                     tta="flip_shift"),
-    # Fits ~10 minutes of training on a 2-core CPU. Light augmentation + EMA: in a 12-epoch budget
-    # the model underfits, and this beat `standard` without EMA by 2.4 points on val (README).
-    "fast": dict(arch="fernet_s", epochs=12, batch_size=128, optimizer="sgd", lr=0.1, weight_decay=5e-4,
-                 schedule="cosine", lr_floor=1e-3, label_smoothing=0.1, augment="light", ema=0.998,
-                 tta="flip_shift"),
-    # `fast` distilled from the shipped FER2013 teacher (an ensemble of three FerNet-S, --teacher fer2013),
-    # mostly from its soft labels (a = 0.9): +1.6 points of val in the same ~10 minutes (65.2 % against
-    # 63.5 % for `fast` the same day; a = 0.5: 64.5 %; README). FER2013's Kaggle folders only: the teacher knows no other images.
-    "fast_kd": dict(arch="fernet_s", epochs=12, batch_size=128, optimizer="sgd", lr=0.1, weight_decay=5e-4,
-                    schedule="cosine", lr_floor=1e-3, label_smoothing=0.1, augment="light", ema=0.998,
-                    tta="flip_shift", teacher="fer2013", distill=0.9),
+    "fast": _FAST,
+    # `fast` distilled from the shipped FER2013 teacher (an ensemble of three FerNet-S, --teacher
+    # fer2013), mostly from its soft labels (a = 0.9): +1.6 points of val in the same ~10 minutes
+    # (65.2 % against 63.5 % for `fast` the same day; a = 0.5: 64.5 %; README). FER2013's Kaggle
+    # folders only: the teacher knows no other images.
+    "fast_kd": {**_FAST, "teacher": "fer2013", "distill": 0.9},
     # The fast inference model, fernet_tiny_wide since 2026-12-06 (+1.9 points over fernet_tiny with
     # flip TTA, 21,500-25,000 faces/s at batch 64 on the Intel AMX machine): ~3,700 img/s in
     # training; 200 epochs (~27 minutes) gave 0.6 points more than 100 (README). `photo` augmentation
