@@ -96,7 +96,8 @@ def main() -> None:
             row[f"{k}_gflops"] = gflop / row[f"{k}_ms"] * 1e3
             row[f"{k}_pct_of_peak"] = 100 * row[f"{k}_gflops"] / res["bf16_matmul_peak_gflops"]
         res["shapes"].append(row)
-        print(f"{cin:>3}->{cout:<3} @{size:<2}  forward {row['forward_ms']:5.2f} ms ({row['forward_pct_of_peak']:3.0f} %)  "
+        print(f"{cin:>3}->{cout:<3} @{size:<2}  "
+              f"forward {row['forward_ms']:5.2f} ms ({row['forward_pct_of_peak']:3.0f} %)  "
               f"input grad {row['input_grad_ms']:5.2f} ({row['input_grad_pct_of_peak']:3.0f} %)  "
               f"weight grad {row['weight_grad_ms']:5.2f} ({row['weight_grad_pct_of_peak']:3.0f} %)  "
               f"both {row['both_grads_ms']:5.2f}  shifted weight grad {row['shifted_weight_grad_ms']:5.2f}", flush=True)
