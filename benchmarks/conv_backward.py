@@ -19,6 +19,7 @@ import time
 import torch
 
 from ferlab.bench.kit import machine
+from ferlab.bench.train import matmul_peak
 from ferlab.fileio import write_json
 
 SHAPES = [(32, 64, 24), (64, 64, 24), (64, 128, 12), (128, 128, 12), (128, 256, 6), (256, 256, 6)]
@@ -31,11 +32,6 @@ def ms(f, n: int) -> float:
     for _ in range(n):
         f()
     return (time.perf_counter() - t) / n * 1e3
-
-
-def matmul_peak(n: int = 2048) -> float:
-    a, b = torch.randn(n, n).bfloat16(), torch.randn(n, n).bfloat16()
-    return 2 * n ** 3 / ms(lambda: a @ b, 10) / 1e6
 
 
 def padded_rows(t: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -72,7 +68,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     res = {"machine": machine(), "threads": args.threads, "batch": args.batch, "loadavg_before": os.getloadavg(),
-           "torch": str(torch.__version__), "bf16_matmul_peak_gflops": matmul_peak(), "shapes": []}
+           "torch": str(torch.__version__), "bf16_matmul_peak_gflops": matmul_peak(torch.bfloat16), "shapes": []}
     cl = torch.channels_last
     for cin, cout, size in SHAPES:
         x = torch.randn(args.batch, cin, size, size).bfloat16().contiguous(memory_format=cl)
