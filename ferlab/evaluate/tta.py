@@ -56,7 +56,7 @@ def predict_logits(model: torch.nn.Module, images: torch.Tensor, preprocess: Pre
 
 def tta_views(x: torch.Tensor, tta: TTA) -> list[torch.Tensor]:
     """The views of a normalised batch (B, C, H, W) whose logits `tta` averages (see `predict_logits`);
-    `predict` takes the same ones (`Recognizer(tta=...)`)."""
+    `predict --tta` and `serve --tta` take the same ones (`Recognizer(tta=...)`)."""
     views = [x]
     if tta != "none":
         views.append(x.flip(-1))

@@ -4,7 +4,7 @@ detector default is written here once."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 from ..config import check, option
 
@@ -35,8 +35,10 @@ class DetectorConfig:
         check(self, problems, "detector options")
 
 
-#: Test-time augmentation `predict` (`Recognizer`) can apply (ten_crop needs networks trained on 40 px crops).
-PREDICT_TTA = ("none", "flip", "flip_shift", "auto")
+#: Test-time augmentation `predict` and `serve` (`Recognizer`) can apply (ten_crop needs networks trained on 40 px
+#: crops).
+PredictTTA = Literal["none", "flip", "flip_shift", "auto"]
+PREDICT_TTA = get_args(PredictTTA)
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,7 @@ class PredictConfig:
     device: str = option("auto", "with --backend torch: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
     amp: bool = option(False, "with --backend torch: mixed precision, bfloat16 on CPUs (about 3.5x the faces/s of "
                               "the default model on AMX CPUs; logits differ slightly)", aliases=("--bf16",))
-    tta: Literal["none", "flip", "flip_shift", "auto"] = option(
+    tta: PredictTTA = option(
         "none", "test-time augmentation of each face: flip (the crop and its mirror: 2x the classifier's work), "
                 "flip_shift (also 4 shifts of both: 10x; the bundled default's recorded TTA), auto (the checkpoint's "
                 "recorded one)")

@@ -21,7 +21,7 @@ from ..checkpoint import Loaded
 from ..devices import keep_freed_memory
 from ..evaluate.tta import tta_views
 from .backends import TorchClassifier, onnx_classifier
-from .config import BACKENDS, PREDICT_TTA, DetectorConfig
+from .config import BACKENDS, PREDICT_TTA, DetectorConfig, PredictTTA
 from .detect import Detector, Face, align_crop, make_detector
 from .images import ImageInput, as_rgb, read_image
 
@@ -88,7 +88,7 @@ class Recognizer:
                  detector: DetectorConfig | str | Detector = "yunet", backend: Literal["torch", "onnx"] = "torch", *,
                  align: bool = True, small_side: int | None = None, batch_size: int = 64,
                  onnx_path: str | Path | None = None, amp: bool = False, device: str = "auto",
-                 tta: Literal["none", "flip", "flip_shift", "auto"] = "none"):
+                 tta: PredictTTA = "none"):
         keep_freed_memory()
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")

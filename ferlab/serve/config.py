@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 from ..config import check, option
-from ..predict.config import DetectorConfig
+from ..predict.config import DetectorConfig, PredictTTA
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 #: The environment variable read for the API key when --api-key is not given.
@@ -46,7 +45,7 @@ class ServeConfig:
     device: str = option("auto", "where the model runs: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
     # Server-wide, not per request: a client that could ask for 10 views per face would multiply
     # the server's work by 10 past every limit below.
-    tta: Literal["none", "flip", "flip_shift", "auto"] = option(
+    tta: PredictTTA = option(
         "none", "test-time augmentation of each face, for every request: flip (2x the classifier's work), "
                 "flip_shift (10x; the bundled default's recorded TTA), auto (the checkpoint's recorded one)")
     workers: int = option(1, "server processes, each with its own copy of the model", metavar="N")
