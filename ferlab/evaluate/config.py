@@ -6,6 +6,11 @@ from typing import Literal
 
 from ..config import check, option
 
+#: Test-time augmentations of a whole-dataset pass (`evaluate.tta.predict_logits`), named once here
+#: (torch-free) for evaluate, report, train and teacher; predict and serve have their own set
+#: (`predict.config.PredictTTA`: no ten_crop, plus auto).
+TTA = Literal["none", "flip", "flip_shift", "ten_crop"]
+
 
 @dataclass(frozen=True)
 class EvaluateConfig:
@@ -13,7 +18,7 @@ class EvaluateConfig:
                         positional=True, metavar="MODEL")
     data: str = option("", "dataset: FER2013 CSV or an image folder")
     split: str = option("val", "split to evaluate: train, val, test or all")
-    tta: Literal["none", "flip", "flip_shift", "ten_crop"] | None = option(
+    tta: TTA | None = option(
         None, "test-time augmentation (default: the one recorded in the checkpoint)")
     json: str | None = option(None, "also write the metrics JSON to this file", metavar="FILE")
     out: str | None = option(None, "folder for eval_<split>.json and confusion files (default: the run "

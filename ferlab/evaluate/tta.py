@@ -1,7 +1,7 @@
 """Logits of a model over uint8 images, batched, with optional test-time augmentation."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import get_args
 
 import torch
 import torch.nn.functional as F
@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from ..devices import autocast
 from ..models.fold import fold_batchnorm
 from ..preprocess import Preprocess
+from .config import TTA
 
-TTA = Literal["none", "flip", "flip_shift", "ten_crop"]
 
 
 @torch.inference_mode()
@@ -30,7 +30,7 @@ def predict_logits(model: torch.nn.Module, images: torch.Tensor, preprocess: Pre
     channels_last. The report BN CNN's batch-64 bf16 pass over 3,589 faces: 2,609 img/s as a
     checkpoint loads it, 8,341 folded (`benchmarks/eval_pass.py`).
     """
-    if tta not in ("none", "flip", "flip_shift", "ten_crop"):
+    if tta not in get_args(TTA):
         raise ValueError(f"unknown tta {tta!r}; choose one of: none, flip, flip_shift, ten_crop")
     model = fold_batchnorm(model)  # eval mode; BatchNorm folded into a copy (models.fold)
     if channels_last:  # weights in the input's format too: oneDNN otherwise reorders them on every call

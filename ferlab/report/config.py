@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ..config import check, option
+from ..evaluate.config import TTA
 
 
 @dataclass(frozen=True)
@@ -13,7 +14,7 @@ class ReportConfig:
     split: Literal["val", "test"] = option("val", "split the metrics, galleries and calibration are computed on")
     out: str | None = option(None, "the HTML file (default: RUN/report_<split>.html)", metavar="FILE.html")
     data: str | None = option(None, "dataset (default: the data path in the run's config)", metavar="PATH")
-    tta: Literal["none", "flip", "flip_shift", "ten_crop"] | None = option(
+    tta: TTA | None = option(
         None, "test-time augmentation (default: the one recorded in the checkpoint)")
     mistakes: int = option(6, "mistakes gallery: the most confident mistakes shown per true class", metavar="N")
     faces: int = option(3, "explanations: faces shown per class", metavar="N")

@@ -15,6 +15,7 @@ import yaml
 
 from ..config import check, option, to_dict
 from ..data.augment_config import PRESETS, AugmentRanges
+from ..evaluate.config import TTA
 
 
 def _class_map(text: str) -> str:
@@ -92,7 +93,7 @@ class TrainConfig:
                              "taken at (0 = off; 0.05 is the paper's for SGD); a second forward and backward per "
                              "step: about twice the time", metavar="RHO")
     ema: float = option(0.0, "EMA decay of the weights evaluated and saved (0 = off, e.g. 0.999)")
-    tta: Literal["none", "flip", "flip_shift", "ten_crop"] = option("flip", "test-time augmentation for the final evaluation")
+    tta: TTA = option("flip", "test-time augmentation for the final evaluation")
     early_stop: int = option(0, "stop after this many epochs without val improvement (0 = off)")
     monitor: Literal["val_acc", "val_loss", "val_macro_f1"] = option(
         "val_acc", "validation metric for the best checkpoint, early stopping and plateau")
@@ -182,7 +183,7 @@ class TeacherConfig:
     data: str = option("", "dataset the student will train on")
     split: str = option("train", "split to label (the student's training split)")
     out: str = option("", "the .npz to write", metavar="FILE")
-    tta: Literal["none", "flip", "flip_shift", "ten_crop"] | None = option(
+    tta: TTA | None = option(
         None, "test-time augmentation of the teacher (default: each checkpoint's recorded one)")
     device: str = option("cpu", "where to run the teachers: auto, cpu, cuda, cuda:N, mps")
     amp: bool = option(False, "run the teachers in bfloat16 (about 3x faster on CPUs with BF16; logits differ "
