@@ -78,6 +78,37 @@ def test_resume_continues_where_it_stopped(tiny_fer_dir, tmp_path):
     assert checkpoint.read(run / "last.pt")["epoch"] == 3
 
 
+def test_then_runs_the_follow_up_stage_from_best_pt(tiny_fer_dir, tmp_path):
+    lines = []
+    final = train.fit(_cfg(tiny_fer_dir, tmp_path, epochs=2, then="polish"), log=lines.append)
+    first = tmp_path / "runs" / "t"
+    assert final == tmp_path / "runs" / "t_polish"
+    assert any(m.startswith(f"then polish: from {first / 'best.pt'}") for m in lines)
+    assert yaml.safe_load(open(first / "config.yaml"))["then"] == "polish"
+    polished = yaml.safe_load(open(final / "config.yaml"))
+    assert (polished["init"], polished["then"]) == (str(first / "best.pt"), "")
+    assert (polished["epochs"], polished["lr"], polished["sam"], polished["augment"]) == (8, 0.01, 0.05, "photo")
+    # the run's own options carry over, and the stage started from the first stage's weights
+    assert (polished["arch"], polished["batch_size"], polished["tta"]) == ("fernet_tiny", 32, "flip")
+    assert [int(r["epoch"]) for r in csv.DictReader(open(final / "metrics.csv"))] == list(range(1, 9))
+    assert checkpoint.load(final).meta["metrics"]["init"] == str(first / "best.pt")
+
+
+def test_default_recipe_is_the_bundled_models_two_commands():
+    # README "The bundled models": `--recipe default`, then the same recipe from its best.pt with
+    # --epochs 8 --lr 0.01 --warmup-epochs 0 --sam 0.05 --augment photo
+    first = config.build("default", data="d", name="default120", out="runs")
+    assert first.then == "polish"
+    second = config.build("default", data="d", init="runs/default120/best.pt", epochs=8, lr=0.01, warmup_epochs=0,
+                          sam=0.05, augment="photo", name="default120_polish", out="runs", then="")
+    assert config.follow_up(first, "runs/default120") == second
+
+
+def test_unknown_follow_up_stage_names_the_choices():
+    with pytest.raises(ValueError, match="unknown follow-up stage then='shine'; choose one of: polish"):
+        config.build(data="d", then="shine")
+
+
 def test_val_fraction_own_classes(tmp_path):
     from conftest import write_folder
 

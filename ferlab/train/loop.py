@@ -165,19 +165,25 @@ def _threads(cfg: TrainConfig) -> int:
 
 
 def fit(cfg: TrainConfig, run_dir: str | Path | None = None, resume: bool = False, log=_log) -> Path:
-    """Train per `cfg`; returns the run directory holding best.pt, last.pt, metrics.csv and plots.
+    """Train per `cfg`, then the follow-up stage `cfg.then` names, if any (`config.follow_up`);
+    returns the last stage's run directory, holding best.pt, last.pt, metrics.csv and plots.
     Under torchrun every process calls this; rank 0 alone writes files and logs."""
     keep_freed_memory()
     ctx = distributed.setup(cfg.device)
     try:
         out = _fit(cfg, ctx, run_dir, resume, log if ctx.main else (lambda m: None))
         distributed.barrier(ctx)  # rank 0 finishes last (final scoring); no rank tears down under it
-        return out
     except TrainingDiverged:
         distributed.barrier(ctx)  # every rank raised at the same step: leave together
         raise
     finally:
         distributed.teardown(ctx)
+    if not cfg.then:
+        return out
+    nxt = config_mod.follow_up(cfg, out)
+    if ctx.main:
+        log(f"then {cfg.then}: from {out / 'best.pt'} into {Path(nxt.out) / nxt.name}")
+    return fit(nxt, log=log)
 
 
 def _fit(cfg: TrainConfig, ctx: distributed.Context, run_dir, resume: bool, log) -> Path:
