@@ -148,9 +148,14 @@ def test_a_nan_on_one_rank_stops_both(tiny_fer_dir, tmp_path):
 def test_torchrun_launches_ferlab_train(tiny_fer_dir, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "ferlab",
            "train", "--data", str(tiny_fer_dir), "--arch", "fernet_tiny", "--epochs", "1", "--batch-size", "16",
-           "--threads", "1", "--no-amp", "--tta", "none", "--out", str(tmp_path / "runs"), "--name", "tr"]
+           "--threads", "1", "--no-amp", "--tta", "none", "--out", str(tmp_path / "runs"), "--name", "tr",
+           "--then", "polish"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.count("epoch 1/1") == 1  # rank 0 alone logs
     run = tmp_path / "runs" / "tr"
     assert checkpoint.read(run / "best.pt")["metrics"]["processes"] == 2
+    # the follow-up stage runs in the same torchrun job and process group, on both ranks
+    assert r.stdout.count("then polish: from") == 1 and r.stdout.count("epoch 8/8") == 1
+    polished = checkpoint.read(run.parent / "tr_polish" / "best.pt")["metrics"]
+    assert polished["processes"] == 2 and polished["init"] == str(run / "best.pt")

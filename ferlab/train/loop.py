@@ -170,20 +170,21 @@ def fit(cfg: TrainConfig, run_dir: str | Path | None = None, resume: bool = Fals
     Under torchrun every process calls this; rank 0 alone writes files and logs."""
     keep_freed_memory()
     ctx = distributed.setup(cfg.device)
+    log = log if ctx.main else (lambda m: None)
     try:
-        out = _fit(cfg, ctx, run_dir, resume, log if ctx.main else (lambda m: None))
-        distributed.barrier(ctx)  # rank 0 finishes last (final scoring); no rank tears down under it
+        while True:  # the follow-up stage runs in the same process group (torchrun starts one per job)
+            out = _fit(cfg, ctx, run_dir, resume, log)
+            distributed.barrier(ctx)  # rank 0 finishes last (final scoring); no rank tears down under it
+            if not cfg.then:
+                return out
+            nxt = config_mod.follow_up(cfg, out)
+            log(f"then {cfg.then}: from {out / 'best.pt'} into {Path(nxt.out) / nxt.name}")
+            cfg, run_dir, resume = nxt, None, False
     except TrainingDiverged:
         distributed.barrier(ctx)  # every rank raised at the same step: leave together
         raise
     finally:
         distributed.teardown(ctx)
-    if not cfg.then:
-        return out
-    nxt = config_mod.follow_up(cfg, out)
-    if ctx.main:
-        log(f"then {cfg.then}: from {out / 'best.pt'} into {Path(nxt.out) / nxt.name}")
-    return fit(nxt, log=log)
 
 
 def _fit(cfg: TrainConfig, ctx: distributed.Context, run_dir, resume: bool, log) -> Path:
