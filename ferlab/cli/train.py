@@ -9,8 +9,8 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("train", help="train a model; writes runs/<name>/ with checkpoints, metrics and plots",
                        description="Train a model. Options come from --recipe, then --config FILE, then flags.")
     p.add_argument("--recipe", choices=sorted(RECIPES),
-                   help="named recipe (default trains the bundled model: 120 epochs, then the 8-epoch polish stage; README: The "
-                        "bundled models)")
+                   help="named recipe (default trains the bundled model: 120 epochs, then the 8-epoch polish "
+                        "stage; README: The bundled models)")
     p.add_argument("--config", metavar="FILE", help="YAML or JSON file of options")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last.pt (flags such as --epochs "
                                                        "override its saved config)")

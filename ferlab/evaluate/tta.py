@@ -12,7 +12,6 @@ from ..preprocess import Preprocess
 from .config import TTA
 
 
-
 @torch.inference_mode()
 def predict_logits(model: torch.nn.Module, images: torch.Tensor, preprocess: Preprocess, tta: TTA = "none",
                    batch_size: int = 256, channels_last: bool = True, amp: bool = False) -> torch.Tensor:
