@@ -104,9 +104,8 @@ class TrainConfig:
     tta: TTA = option("flip", "test-time augmentation for the final evaluation")
     early_stop: int = option(0, "stop after this many epochs without val improvement (0 = off)")
     then: str = option("", "when this run ends, a follow-up stage from its best.pt into <run>_<then>, with this "
-                           "run's options but those the stage names (STAGES: polish = 8 epochs at lr 0.01 with no "
-                           "warm-up, --sam 0.05, --augment photo: the bundled default's second stage); '' = none",
-                       metavar="STAGE")
+                           "run's options but those the stage sets (ferlab.train.config.STAGES; polish: the bundled "
+                           "default's second stage); '' = none", metavar="STAGE")
     monitor: Literal["val_acc", "val_loss", "val_macro_f1"] = option(
         "val_acc", "validation metric for the best checkpoint, early stopping and plateau")
     max_minutes: float = option(0.0, "stop after the epoch that passes this wall-clock budget (0 = none)")
