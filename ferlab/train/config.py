@@ -229,8 +229,8 @@ RECIPES: dict[str, dict] = {
                     tta="flip_shift", then="polish"),
     "fast": _FAST,
     # `fast` distilled from the shipped FER2013 teacher (an ensemble of three FerNet-S, --teacher
-    # fer2013), mostly from its soft labels (a = 0.9), at twice `fast`'s learning rate: 65.5 % val
-    # over three seeds (65.0-66.4) in the same ~10 minutes, against 64.8 % at lr 0.1 (two seeds) and
+    # fer2013), mostly from its soft labels (a = 0.9), at twice `fast`'s learning rate: 65.7 % val
+    # over four seeds (65.0-66.4) in the same ~10 minutes, against 64.8 % at lr 0.1 (two seeds) and
     # 63.5 % for `fast` the same day; a = 0.5, 1.0 and T = 2, 8 did no better (README). FER2013's
     # Kaggle folders only: the teacher knows no other images.
     "fast_kd": {**_FAST, "teacher": "fer2013", "distill": 0.9, "lr": 0.2},
