@@ -30,7 +30,7 @@ def predict_logits(model: torch.nn.Module, images: torch.Tensor, preprocess: Pre
     checkpoint loads it, 8,341 folded (`benchmarks/eval_pass.py`).
     """
     if tta not in get_args(TTA):
-        raise ValueError(f"unknown tta {tta!r}; choose one of: none, flip, flip_shift, ten_crop")
+        raise ValueError(f"unknown tta {tta!r}; choose one of: {', '.join(get_args(TTA))}")
     model = fold_batchnorm(model)  # eval mode; BatchNorm folded into a copy (models.fold)
     if channels_last:  # weights in the input's format too: oneDNN otherwise reorders them on every call
         model = model.to(memory_format=torch.channels_last)

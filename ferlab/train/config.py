@@ -222,8 +222,9 @@ _FAST = dict(arch="fernet_s", epochs=12, batch_size=128, optimizer="sgd", lr=0.1
 RECIPES: dict[str, dict] = {
     # The bundled model: its first stage, then `polish` (8 epochs of --sam 0.05 --augment photo at lr
     # 0.01 from its best.pt into <name>_polish, README "The bundled models"). The first stage:
-    # FerNet-S, SGD-Nesterov, warm-up + cosine, standard augmentation, label smoothing, EMA. Tuned only on val (PublicTest). 120 epochs since 2026-12-06 (~90 minutes at
-    # ~660 img/s): +0.7 points with TTA over 60; its best epoch was the 91st, then it overfits (README).
+    # FerNet-S, SGD-Nesterov, warm-up + cosine, standard augmentation, label smoothing, EMA. Tuned
+    # only on val (PublicTest). 120 epochs since 2026-12-06 (~90 minutes at ~660 img/s): +0.7 points
+    # with TTA over 60; its best epoch was the 91st, then it overfits (README).
     "default": dict(arch="fernet_s", epochs=120, batch_size=128, optimizer="sgd", lr=0.1, weight_decay=5e-4,
                     schedule="cosine", lr_floor=1e-3, label_smoothing=0.1, augment="standard", ema=0.999,
                     tta="flip_shift", then="polish"),
