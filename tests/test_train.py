@@ -94,6 +94,16 @@ def test_then_runs_the_follow_up_stage_from_best_pt(tiny_fer_dir, tmp_path):
     assert checkpoint.load(final).meta["metrics"]["init"] == str(first / "best.pt")
 
 
+def test_then_refuses_a_taken_follow_up_directory_before_training(tiny_fer_dir, tmp_path):
+    taken = tmp_path / "runs" / "t_polish"
+    taken.mkdir(parents=True)
+    (taken / "best.pt").write_bytes(b"an earlier run's")
+    with pytest.raises(FileExistsError, match=r"t_polish already holds a run.*--then ''"):
+        train.fit(_cfg(tiny_fer_dir, tmp_path, epochs=2, then="polish"), log=lambda m: None)
+    assert not (tmp_path / "runs" / "t").exists()  # refused before the first stage trained
+    assert (taken / "best.pt").read_bytes() == b"an earlier run's"
+
+
 def test_default_recipe_is_the_bundled_models_two_commands():
     # README "The bundled models": `--recipe default`, then the same recipe from its best.pt with
     # --epochs 8 --lr 0.01 --warmup-epochs 0 --sam 0.05 --augment photo
