@@ -30,6 +30,20 @@ def test_ensemble_scores_members_and_combinations(tiny_fer_dir, tmp_path, monkey
     assert abs(combo["gain_over_best_member"] - (combo["accuracy"] - max(r["singles"].values()))) < 1e-9
 
 
+def test_distill_groups_seeds_of_one_setting_and_averages_them():
+    cfg = lambda seed, lr, name: {"arch": "fernet_s", "lr": lr, "seed": seed, "name": name, "out": "runs"}
+    entry = lambda name, seed, acc: {"run": name, "seed": seed, "best_val_acc": acc, "val_acc_tta": acc + 0.01,
+                                     "val_macro_f1_tta": acc - 0.05}
+    configs = [cfg(0, 0.2, "a"), cfg(0, 0.3, "b"), cfg(1, 0.2, "c"), cfg(2, 0.2, "d")]
+    entries = [entry("a", 0, 0.65), entry("b", 0, 0.66), entry("c", 1, 0.66), entry("d", 2, 0.67)]
+    lr02, lr03 = _script("distill").seed_groups(entries, configs)
+    assert (lr02["runs"], lr02["seeds"], lr02["n"]) == (["a", "c", "d"], [0, 1, 2], 3)
+    assert abs(lr02["best_val_acc"]["mean"] - 0.66) < 1e-9
+    assert (lr02["best_val_acc"]["min"], lr02["best_val_acc"]["max"]) == (0.65, 0.67)
+    assert abs(lr02["val_acc_tta"]["mean"] - 0.67) < 1e-9
+    assert lr03["runs"] == ["b"] and lr03["best_val_acc"]["mean"] == 0.66
+
+
 def test_levers_table_reports_difference_from_baseline(tmp_path):
     row = lambda lever, tta: {"lever": lever, "overrides": {}, "best_val_acc": tta - 0.01, "val_acc_tta": tta,
                               "val_macro_f1_tta": 0.5, "tta": "flip", "minutes": 2.0, "loadavg_before": 1.0}
