@@ -77,3 +77,31 @@ def test_summary_matches_keras_table():
     text = format_summary("seed_cnn_a", s, (48, 48, 3))
     assert "Trainable params: 422,375" in text
     assert s["macs"] > 0
+
+
+def test_drop_path_drops_whole_residual_branches_per_sample_in_training_only():
+    from ferlab.models.fernet import _Residual
+
+    model = create_model("fernet_s")
+    model.set_drop_path(0.3)
+    blocks = [m for m in model.modules() if isinstance(m, _Residual)]
+    assert [round(b.drop_path, 6) for b in blocks] == [0.1, 0.2, 0.3]  # linear in depth, the last drops most
+
+    torch.manual_seed(0)
+    block = blocks[0]
+    torch.nn.init.ones_(block.conv2[1].weight)  # a branch that is not zero, unlike at initialisation
+    x = torch.randn(64, 64, 12, 12)
+    skip_only = torch.relu(x)
+    block.drop_path = 1.0
+    assert torch.equal(block.train()(x), skip_only)
+    full = block.eval()(x)
+    assert not torch.equal(full, skip_only)  # evaluation keeps every branch
+    block.drop_path = 0.5
+    out = block.train()(x)
+    dropped = [torch.equal(o, s) for o, s in zip(out, skip_only)]
+    assert 10 < sum(dropped) < 54  # whole samples ("row" mode), about half of them
+
+
+def test_drop_path_needs_residual_blocks():
+    with pytest.raises(ValueError, match="no residual blocks for stochastic depth"):
+        create_model("seed_cnn_bn").set_drop_path(0.1)

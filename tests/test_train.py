@@ -68,6 +68,17 @@ def test_train_crop_larger_than_the_image_is_refused(tiny_fer_dir, tmp_path):
         train.fit(_cfg(tiny_fer_dir, tmp_path, train_crop=64), log=lambda m: None)
 
 
+def test_drop_path_trains_is_recorded_and_leaves_the_checkpoint_plain(tiny_fer_dir, tmp_path):
+    run = train.fit(_cfg(tiny_fer_dir, tmp_path, epochs=1, drop_path=0.2), log=lambda m: None)
+    assert yaml.safe_load(open(run / "config.yaml"))["drop_path"] == 0.2
+    model = checkpoint.load(run).model  # rebuilt without it: stochastic depth is for training only
+    assert all(getattr(m, "drop_path", 0.0) == 0.0 for m in model.modules())
+    with pytest.raises(ValueError, match=r"drop_path must be in \[0, 1\), got 1.0"):
+        _cfg(tiny_fer_dir, tmp_path, drop_path=1.0)
+    with pytest.raises(ValueError, match="no residual blocks"):
+        train.fit(_cfg(tiny_fer_dir, tmp_path, arch="seed_cnn_bn", drop_path=0.1, name="u"), log=lambda m: None)
+
+
 def test_resume_continues_where_it_stopped(tiny_fer_dir, tmp_path):
     run = train.fit(_cfg(tiny_fer_dir, tmp_path, epochs=2), log=lambda m: None)
     with pytest.raises(FileExistsError, match="--resume"):

@@ -17,7 +17,17 @@ def _conv_bn(cin, cout, stride=1):
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
+def _stochastic_depth(branch, rate: float):
+    from torchvision.ops import stochastic_depth  # only runs with --drop-path pay torchvision's import
+
+    return stochastic_depth(branch, rate, "row", training=True)
+
+
 class _Residual(nn.Module):
+    #: probability of dropping the branch per sample in training (FerNet.set_drop_path); a float, not
+    #: a module, so summaries and diagrams of the network do not change
+    drop_path: float = 0.0
+
     def __init__(self, c):
         super().__init__()
         self.conv1 = _conv_bn(c, c)
@@ -26,7 +36,10 @@ class _Residual(nn.Module):
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x):
-        return self.act(x + self.conv2(self.conv1(x)))
+        branch = self.conv2(self.conv1(x))
+        if self.training and self.drop_path:
+            branch = _stochastic_depth(branch, self.drop_path)
+        return self.act(x + branch)
 
 
 class FerNet(FERModel):
@@ -62,6 +75,15 @@ class FerNet(FERModel):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def set_drop_path(self, rate: float) -> None:
+        # The paper's linear rule (Huang et al. 2016, as timm's drop_path_rate): block i of n drops its
+        # branch with probability rate * i / n, so the last block drops most and the stem never.
+        blocks = [m for m in self.modules() if isinstance(m, _Residual)]
+        if not blocks:
+            super().set_drop_path(rate)
+        for i, block in enumerate(blocks, 1):
+            block.drop_path = rate * i / len(blocks)
 
     def forward_features(self, x):
         return self.stages(self.stem(x))  # (B, C, H/2^k, W/2^k)

@@ -44,6 +44,13 @@ class FERModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
+    def set_drop_path(self, rate: float) -> None:
+        """Stochastic depth for training (`--drop-path`): drop residual branches per sample, up to
+        `rate` in the last block. A training-time regularizer: in eval mode the model is unchanged,
+        so checkpoints need not record it. Only architectures with residual blocks implement it."""
+        raise ValueError(f"{type(self).__name__} has no residual blocks for stochastic depth; --drop-path applies to "
+                         "the FerNet models (`ferlab models`)")
+
     def is_head(self, param_name: str) -> bool:
         return param_name.split(".", 1)[0] in self.head_modules
 

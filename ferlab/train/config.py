@@ -84,6 +84,9 @@ class TrainConfig:
     aug: AugmentRanges = option(factory=AugmentRanges, help="ranges that replace the preset's (--rotate 30 --shift "
                                                             "0.1 --zoom 0.2 --flip 0.5: the report's)")
     train_crop: int = option(0, "train on random square crops of this side, evaluate on the full image (0 = off)")
+    drop_path: float = option(0.0, "stochastic depth: the largest probability of dropping a residual block's branch "
+                                   "per sample, in the last block, falling linearly towards the input (FerNet "
+                                   "models; 0 = off)", metavar="RATE")
     mixup: float = option(0.0, "mixup alpha (0 = off)")
     cutmix: float = option(0.0, "CutMix alpha (0 = off)")
     balance: Literal["none", "weights", "sampler", "oversample"] = option(
@@ -155,6 +158,8 @@ class TrainConfig:
             problems.append("label_smoothing must be in [0, 1)")
         if not 0 <= self.sam <= 2:
             problems.append(f"sam must be in [0, 2] (a radius in weight space; the paper's are 0.01-0.5), got {self.sam}")
+        if not 0 <= self.drop_path < 1:
+            problems.append(f"drop_path must be in [0, 1), got {self.drop_path}")
         if not 0 <= self.ema < 1:
             problems.append("ema must be in [0, 1)")
         if self.channels not in (0, 1, 3):

@@ -248,6 +248,8 @@ def _fit(cfg: TrainConfig, ctx: distributed.Context, run_dir, resume: bool, log)
     device = ctx.device
     model = create_model(cfg.arch, num_classes=len(classes), in_chans=channels, input_size=size, head=cfg.head)
     check_head(model, cfg.arch)
+    if cfg.drop_path:
+        model.set_drop_path(cfg.drop_path)
     start = _starting_weights(model, cfg, init, classes, log)
     model = model.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)
     steps_per_epoch = epoch_size(train.labels, len(classes), cfg) // ctx.world // cfg.batch_size
