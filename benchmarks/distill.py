@@ -38,7 +38,8 @@ def run_config(run: Path) -> dict:
     return checkpoint.load(run).meta["config"]
 
 
-def run_entry(run: Path, cfg: dict) -> dict:
+def run_entry(run: Path, cfg: dict | None = None) -> dict:
+    cfg = cfg if cfg is not None else run_config(run)
     rows = history.read(run / "metrics.csv")
     ev = json.loads((run / "eval_val.json").read_text())
     best = max(rows, key=lambda r: r["val_acc"])
