@@ -1,11 +1,14 @@
 """Guards that stop a run which cannot succeed, with a diagnosis: output heads that cannot
-produce logits, NaN/inf losses and weights, validation stuck at chance level."""
+produce logits, NaN/inf losses and weights, validation stuck at chance level, a follow-up stage
+whose directory is taken."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 
 from ..models import FERModel
-from .config import TrainConfig
+from .config import TrainConfig, follow_up
 
 
 class TrainingDiverged(RuntimeError):
@@ -53,3 +56,22 @@ def chance_warning(val_acc: float, val_labels: torch.Tensor, num_classes: int, e
                 "scaling); frozen or mismatched BatchNorm statistics; labels in a different order than the "
                 "images (check class folders / CSV codes); learning rate far too high or too low.")
     return None
+
+
+def holds_run(run_dir: Path) -> bool:
+    return (run_dir / "last.pt").exists() or (run_dir / "best.pt").exists()
+
+
+def refuse_taken_follow_up(cfg: TrainConfig, run_dir) -> None:
+    # Checked before the first stage, not after it: a taken <run>_<stage> would otherwise stop the
+    # job only once the first stage's hours of training are spent. (A run without --name gets a
+    # fresh timestamped name, so its follow-up's directory cannot be taken.)
+    if not cfg.then or not (run_dir or cfg.name):
+        return
+    first = Path(run_dir) if run_dir else Path(cfg.out) / cfg.name
+    nxt = follow_up(cfg, first)
+    nxt_dir = Path(nxt.out) / nxt.name
+    if holds_run(nxt_dir):
+        raise FileExistsError(f"{nxt_dir} already holds a run, and --then {cfg.then} would write its stage there "
+                              f"after {first.name}; resume that stage with `ferlab train --resume {nxt_dir}`, "
+                              "move it away, or pass --then '' to stop after the first stage")

@@ -32,7 +32,8 @@ from . import config as config_mod, distributed, precision, sam, teacher as teac
 from .config import TrainConfig, with_channels
 from .finetune import apply_stage, collapse_warning, hold_batchnorm, init_from
 from .finish import finish
-from .guards import TrainingDiverged, chance_warning, check_head, check_logits, diagnose_divergence
+from .guards import (TrainingDiverged, chance_warning, check_head, check_logits, diagnose_divergence, holds_run,
+                     refuse_taken_follow_up)
 from .inputs import epoch_order, epoch_size, load_data, pixel_maxabs, preprocess_for
 from .job import Job
 from .optim import lr_at, make_ema, make_optimizer, make_plateau
@@ -168,7 +169,7 @@ def fit(cfg: TrainConfig, run_dir: str | Path | None = None, resume: bool = Fals
     """Train per `cfg`, then the follow-up stage `cfg.then` names, if any (`config.follow_up`);
     returns the last stage's run directory, holding best.pt, last.pt, metrics.csv and plots.
     Under torchrun every process calls this; rank 0 alone writes files and logs."""
-    _refuse_taken_follow_up(cfg, run_dir)
+    refuse_taken_follow_up(cfg, run_dir)
     keep_freed_memory()
     ctx = distributed.setup(cfg.device)
     log = log if ctx.main else (lambda m: None)
@@ -186,25 +187,6 @@ def fit(cfg: TrainConfig, run_dir: str | Path | None = None, resume: bool = Fals
         raise
     finally:
         distributed.teardown(ctx)
-
-
-def _holds_run(run_dir: Path) -> bool:
-    return (run_dir / "last.pt").exists() or (run_dir / "best.pt").exists()
-
-
-def _refuse_taken_follow_up(cfg: TrainConfig, run_dir) -> None:
-    # Checked before the first stage, not after it: a taken <run>_<stage> would otherwise stop the
-    # job only once the first stage's hours of training are spent. (A run without --name gets a
-    # fresh timestamped name, so its follow-up's directory cannot be taken.)
-    if not cfg.then or not (run_dir or cfg.name):
-        return
-    first = Path(run_dir) if run_dir else Path(cfg.out) / cfg.name
-    nxt = config_mod.follow_up(cfg, first)
-    nxt_dir = Path(nxt.out) / nxt.name
-    if _holds_run(nxt_dir):
-        raise FileExistsError(f"{nxt_dir} already holds a run, and --then {cfg.then} would write its stage there "
-                              f"after {first.name}; resume that stage with `ferlab train --resume {nxt_dir}`, "
-                              "move it away, or pass --then '' to stop after the first stage")
 
 
 def _fit(cfg: TrainConfig, ctx: distributed.Context, run_dir, resume: bool, log) -> Path:
@@ -228,7 +210,7 @@ def _fit(cfg: TrainConfig, ctx: distributed.Context, run_dir, resume: bool, log)
 
     name = cfg.name or distributed.broadcast(f"{cfg.arch}-{time.strftime('%Y%m%d-%H%M%S')}", ctx)
     run_dir = Path(run_dir) if run_dir else Path(cfg.out) / name
-    if not resume and _holds_run(run_dir):
+    if not resume and holds_run(run_dir):
         raise FileExistsError(f"{run_dir} already holds a run; resume it with `ferlab train --resume {run_dir}` "
                               "or choose another --name")
     last = checkpoint.read(run_dir / "last.pt") if resume else None
