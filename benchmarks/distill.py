@@ -35,7 +35,7 @@ _FIGURES = ("best_val_acc", "val_acc_tta", "val_macro_f1_tta")
 
 
 def run_config(run: Path) -> dict:
-    return checkpoint.load(run).meta["config"]
+    return checkpoint.read(run)["config"]  # the validated payload: no model is built to read it
 
 
 def run_entry(run: Path, cfg: dict | None = None) -> dict:
@@ -84,7 +84,7 @@ def main() -> None:
         baseline = {"name": a.baseline, "val_acc": row["best_val_acc"], "val_acc_tta": row["val_acc_tta"],
                     "tta": row["tta"]}
     else:
-        base = checkpoint.load(a.baseline).meta
+        base = checkpoint.read(a.baseline)
         baseline = {"name": a.baseline, "val_acc": base["metrics"].get("val_acc"),
                     "val_acc_tta": base["metrics"].get("val_acc_tta"), "tta": base["config"].get("tta")}
     out = {

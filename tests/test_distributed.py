@@ -150,9 +150,12 @@ def test_torchrun_launches_ferlab_train(tiny_fer_dir, tmp_path):
            "train", "--data", str(tiny_fer_dir), "--arch", "fernet_tiny", "--epochs", "1", "--batch-size", "16",
            "--threads", "1", "--no-amp", "--tta", "none", "--out", str(tmp_path / "runs"), "--name", "tr",
            "--then", "polish"]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert r.returncode == 0, r.stderr[-3000:]
+    # faulthandler: a rank killed by a signal prints where each of its threads was
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env)
+    assert r.returncode == 0, f"stdout:\n{r.stdout[-1500:]}\nstderr:\n{r.stderr[-6000:]}"
     assert r.stdout.count("epoch 1/1") == 1  # rank 0 alone logs
+    assert r.stdout.count("run directory:") == 1
     run = tmp_path / "runs" / "tr"
     assert checkpoint.read(run / "best.pt")["metrics"]["processes"] == 2
     # the follow-up stage runs in the same torchrun job and process group, on both ranks

@@ -24,7 +24,7 @@ def add_parsers(sub) -> None:
 
 
 def run(args) -> int:
-    from ..train import config, loop
+    from ..train import config, distributed, loop
 
     overrides = given(args, TrainConfig)
     if args.resume:
@@ -34,7 +34,8 @@ def run(args) -> int:
         if not cfg.data:
             raise ValueError("no dataset: pass --data PATH (a FER2013 CSV or an image folder)")
         run_dir = loop.fit(cfg)
-    print(f"run directory: {run_dir}")
+    if distributed.launched_as_main():  # under torchrun every rank returns here
+        print(f"run directory: {run_dir}")
     return 0
 
 

@@ -54,6 +54,12 @@ def setup(device: str) -> Context:
     return Context(rank, world, local_rank, dev)
 
 
+def launched_as_main() -> bool:
+    """Whether this process is rank 0 of its job (or runs alone), from torchrun's environment; for
+    code outside training that must not repeat itself on every rank."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def barrier(ctx: Context) -> None:
     """Wait for every rank (gloo aborts a process whose peer closed the group under a pending op)."""
     if ctx.active and dist.is_initialized():
