@@ -12,6 +12,7 @@ from ferlab import checkpoint, evaluate, train
 from ferlab.evaluate.metrics import metrics
 from ferlab import history
 from ferlab.train import config, guards
+from ferlab.train.optim import plan_epochs
 from ferlab.train.state import TrainState
 from ferlab.data import load as load_dataset
 from ferlab.labels import FER2013_CLASSES
@@ -178,6 +179,32 @@ def test_lr_schedule_shape():
     assert lrs[0] == pytest.approx(0.01) and lrs[0] < lrs[9] <= 0.1 + 1e-9 and abs(max(lrs) - 0.1) < 1e-3
     assert lrs[100] == pytest.approx(1e-4)  # the floor: lr x lr_floor
     assert train.lr_at(TrainState(step=50, total_steps=100), config.build(lr=0.1, schedule="constant")) == 0.1
+
+
+def test_plan_epochs_fits_the_time_left_at_the_slowest_pace():
+    cfg = config.build(max_minutes=10, fit_budget=True, epochs=30)
+    state = TrainState(epoch=3, elapsed=150.0)
+    # the first epoch (70 s: warm-up costs) is not the pace once others are timed; the slowest of those is
+    assert plan_epochs(state, cfg, [70.0, 40.0, 50.0]) == 3 + 450 // 50
+    assert plan_epochs(TrainState(epoch=1, elapsed=70.0), cfg, [70.0]) == 1 + 530 // 70
+    assert plan_epochs(state, config.build(max_minutes=10, fit_budget=True, epochs=8), [40.0] * 3) == 8
+    assert plan_epochs(TrainState(epoch=5, elapsed=620.0), cfg, [40.0] * 5) == 5  # over: stop now
+
+
+def test_fit_budget_ends_the_cosine_inside_the_time_budget(tiny_fer_dir, tmp_path):
+    # 1,000 epochs would take minutes; the plan cuts them to what ~1.5 s allows and ends the cosine there
+    log = []
+    run = train.fit(_cfg(tiny_fer_dir, tmp_path, epochs=1000, max_minutes=0.025, fit_budget=True, lr=0.1,
+                         lr_floor=0.001), log=log.append)
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert 2 <= len(rows) < 1000
+    assert any("epochs fit in 0.025 min" in m for m in log)
+    state = checkpoint.read(run / "last.pt")["train_state"]
+    assert state["planned_epochs"] == len(rows) or float(rows[-1]["elapsed"]) >= 1.5
+    # a cosine over 1,000 epochs would still be near its 0.1 peak; this one has come down to its floor
+    assert float(rows[-1]["lr"]) < 0.02
+    with pytest.raises(ValueError, match="--max-minutes"):
+        config.build(fit_budget=True)
 
 
 def test_old_schedule_and_model_names_still_load(tmp_path):

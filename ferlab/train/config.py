@@ -112,6 +112,9 @@ class TrainConfig:
     monitor: Literal["val_acc", "val_loss", "val_macro_f1"] = option(
         "val_acc", "validation metric for the best checkpoint, early stopping and plateau")
     max_minutes: float = option(0.0, "stop after the epoch that passes this wall-clock budget (0 = none)")
+    fit_budget: bool = option(False, "with --max-minutes and the cosine schedule: after each epoch, plan as many "
+                                     "epochs (at most --epochs) as the time left allows at the slowest epoch's pace, "
+                                     "and end the cosine there, so the budget is spent on any machine")
     chance_epochs: int = option(3, "warn when val accuracy is still at chance level after this many epochs")
     device: str = option("auto", "where to train: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps; under "
                                  "torchrun each process takes cuda:LOCAL_RANK")
@@ -185,6 +188,9 @@ class TrainConfig:
         if self.teacher and (self.mixup or self.cutmix):
             problems.append("--teacher with --mixup/--cutmix: the teacher's soft labels are per image, a mixed image "
                             "has none; drop one of them")
+        if self.fit_budget and not (self.max_minutes > 0 and self.schedule == "cosine"):
+            problems.append("--fit-budget fits the cosine schedule to a time budget: give --max-minutes and keep "
+                            "--schedule cosine")
         if bool(self.mean) != bool(self.std):
             problems.append("give --mean and --std together")
         check(self, problems, "training config")

@@ -36,7 +36,7 @@ from .guards import (TrainingDiverged, chance_warning, check_head, check_logits,
                      refuse_taken_follow_up)
 from .inputs import epoch_order, epoch_size, load_data, pixel_maxabs, preprocess_for
 from .job import Job
-from .optim import lr_at, make_ema, make_optimizer, make_plateau
+from .optim import lr_at, make_ema, make_optimizer, make_plateau, plan_epochs
 from .restore import restore
 from .state import TrainState, rng_state
 from .teacher import distill_loss
@@ -266,7 +266,7 @@ def _fit(cfg: TrainConfig, ctx: distributed.Context, run_dir, resume: bool, log)
         history.start(metrics_path, classes)
     if ctx.main:
         config_mod.save(cfg, run_dir / "config.yaml")  # on resume too: overrides such as --epochs are recorded
-    _epochs(job, plateau, train, val, classes, run_dir, log, start)
+    _epochs(job, plateau, train, val, classes, run_dir, log, start, steps_per_epoch)
     if ctx.main:
         finish(run_dir, cfg, val, log)
     return run_dir
@@ -309,7 +309,7 @@ def _enter_stage(job: Job, epoch: int, first: bool, log) -> int:
 
 
 def _epochs(job: Job, plateau, train: data.FaceData, val: data.FaceData, classes: list[str], run_dir: Path,
-            log, start: dict) -> None:
+            log, start: dict, steps_per_epoch: int) -> None:
     cfg, ctx, state = job.cfg, job.ctx, job.state
     model = distributed.unwrap(job.model)
     base_meta = {"params": count_params(model), "train_size": len(train), "val_size": len(val),
@@ -322,7 +322,8 @@ def _epochs(job: Job, plateau, train: data.FaceData, val: data.FaceData, classes
     warned = False
     stage1_best = None
     first = state.epoch + 1
-    while state.epoch < cfg.epochs:
+    durations = []  # this process's epochs, in seconds: the pace --fit-budget plans with
+    while state.epoch < (state.planned_epochs or cfg.epochs):
         state.epoch += 1
         stage = _enter_stage(job, state.epoch, state.epoch == first, log)
         t0 = time.perf_counter()
@@ -332,7 +333,10 @@ def _epochs(job: Job, plateau, train: data.FaceData, val: data.FaceData, classes
         if distributed.any_rank(bool(checkpoint.non_finite(eval_model.state_dict())), ctx):
             raise TrainingDiverged(diagnose_divergence("the weights", state.epoch, tr["lr"], cfg))
         va = distributed.broadcast(validate(eval_model, val, job.pp, cfg, amp=cfg.amp) if ctx.main else None, ctx)
-        state.elapsed += time.perf_counter() - t0
+        durations.append(time.perf_counter() - t0)
+        state.elapsed += durations[-1]
+        if cfg.fit_budget:
+            _fit_to_budget(state, cfg, durations, steps_per_epoch, ctx, log)
         row = {"epoch": state.epoch, "stage": stage, **tr, **va, "elapsed": state.elapsed}
         if stage == 1:
             stage1_best = max(stage1_best or 0.0, va["val_acc"])
@@ -345,7 +349,7 @@ def _epochs(job: Job, plateau, train: data.FaceData, val: data.FaceData, classes
         improved = _is_better(value, state.best, cfg.monitor)
         if ctx.main:
             history.append(run_dir / "metrics.csv", row)
-        log(f"epoch {state.epoch}/{cfg.epochs}  train loss {tr['train_loss']:.3f} acc {tr['train_acc']:.3f}  "
+        log(f"epoch {state.epoch}/{state.planned_epochs or cfg.epochs}  train loss {tr['train_loss']:.3f} acc {tr['train_acc']:.3f}  "
             f"val loss {va['val_loss']:.3f} acc {va['val_acc']:.4f} f1 {va['val_macro_f1']:.3f}  "
             f"{tr['images_per_s']:.0f} img/s  {state.elapsed / 60:.1f} min{'  *' if improved else ''}")
         if improved:
@@ -377,6 +381,18 @@ def _epochs(job: Job, plateau, train: data.FaceData, val: data.FaceData, classes
         if distributed.broadcast(bool(cfg.max_minutes and state.elapsed >= cfg.max_minutes * 60), ctx):
             log(f"time budget of {cfg.max_minutes} min reached")
             break
+
+
+def _fit_to_budget(state: TrainState, cfg: TrainConfig, durations: list[float], steps_per_epoch: int,
+                   ctx: distributed.Context, log) -> None:
+    """Re-plan the run's length from the time left and end the cosine at the plan's last epoch.
+    The schedule stays a function of the step (`lr_at`), so a resumed run continues the same
+    curve; rank 0's plan holds on every rank."""
+    planned = distributed.broadcast(plan_epochs(state, cfg, durations) if ctx.main else None, ctx)
+    if planned != state.planned_epochs:
+        log(f"time budget: {planned} epochs fit in {cfg.max_minutes:g} min at {max(durations[1:] or durations):.1f} "
+            f"s per epoch; the cosine ends there")
+        state.planned_epochs, state.total_steps = planned, planned * steps_per_epoch
 
 
 def _resume_classes(cfg: TrainConfig, last: dict, run_dir: Path) -> list[str]:

@@ -45,7 +45,8 @@ def restore(last: dict, run_dir: Path, job: Job, plateau, steps_per_epoch: int, 
         if bm.get("monitor", "val_acc") == cfg.monitor and cfg.monitor in bm:
             state.best, state.best_epoch = float(bm[cfg.monitor]), int(bm.get("best_epoch", 0))
     old_total, new_total = state.total_steps, steps_per_epoch * cfg.epochs
-    if new_total != old_total and cfg.schedule == "cosine":
+    # --fit-budget: the saved plan continues; the next epoch re-plans from the time left
+    if new_total != old_total and cfg.schedule == "cosine" and not cfg.fit_budget:
         if cfg.restart_schedule:
             state.schedule_start, state.total_steps = state.step, new_total
             state.warmup_steps = min(state.warmup_steps, (new_total - state.step) // 10)

@@ -26,6 +26,8 @@ class TrainState:
     """Epochs since the monitored metric last improved."""
     elapsed: float = 0.0
     """Seconds of training and validation, summed over epochs (resumes included)."""
+    planned_epochs: int = 0
+    """With `fit_budget`: the epochs the time budget allows, where the cosine ends (0 = `epochs`)."""
 
     def to_dict(self) -> dict:
         return asdict(self)
