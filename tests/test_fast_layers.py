@@ -423,3 +423,87 @@ def test_fast_layers_train_under_torch_compile():
     out = torch.compile(net)(x)  # inductor, as a user would (about 8 s of compiling)
     out.sum().backward()
     assert out.shape == (4, 3) and net[0].weight.grad is not None and net[0].weight.grad.abs().sum() > 0
+
+
+def _bn2d(c: int, momentum: float | None = 0.1) -> nn.BatchNorm2d:
+    torch.manual_seed(3)
+    bn = nn.BatchNorm2d(c, momentum=momentum)
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-0.5, 0.5)
+    return bn
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_fused_batchnorm2d_relu_is_torch_s_on_the_same_bf16_values(momentum):
+    from ferlab.models import bn_relu2d
+
+    if not bn_relu2d.available():
+        pytest.skip("the C++ extension could not be built here: BatchNorm2d and ReLU run as torch's modules")
+    torch.manual_seed(0)
+    # 7 x 5 x 3 = 105 rows: an odd count, split unevenly between the threads' blocks
+    x = (torch.randn(7, 24, 5, 3) * 2 + 0.7).bfloat16().contiguous(memory_format=torch.channels_last)
+    g = torch.randn(7, 24, 5, 3).bfloat16().contiguous(memory_format=torch.channels_last)
+    bn, ref = _bn2d(24, momentum), _bn2d(24, momentum).double()
+    assert bn_relu2d.matches(bn, nn.ReLU(), x)
+    xf = x.clone().requires_grad_()
+    y = bn_relu2d.run(xf, bn)
+    y.backward(g)
+    # the reference: torch's modules in float64 on the very same bfloat16 values
+    x0 = x.double().requires_grad_()
+    y0 = torch.relu(ref(x0))
+    y0.backward(g.double())
+    assert y.dtype == torch.bfloat16 and y.is_contiguous(memory_format=torch.channels_last)
+    assert ((y.double() - y0).abs() <= 2 ** -8 * y0.abs() + 1e-6).all()  # one bfloat16 rounding
+    assert (xf.grad.double() - x0.grad).norm() <= 2 ** -8 * x0.grad.norm()
+    assert torch.allclose(bn.weight.grad.double(), ref.weight.grad, rtol=1e-4, atol=1e-4)
+    assert torch.allclose(bn.bias.grad.double(), ref.bias.grad, rtol=1e-4, atol=1e-4)
+    assert torch.allclose(bn.running_mean.double(), ref.running_mean, atol=1e-5)
+    assert torch.allclose(bn.running_var.double(), ref.running_var, atol=1e-5)  # unbiased, as torch's
+    assert int(bn.num_batches_tracked) == 1
+
+
+def test_fernet_trains_with_fused_batchnorm2d_relu_only_where_it_applies(monkeypatch):
+    from ferlab.models import bn_relu2d
+
+    if not bn_relu2d.available():
+        pytest.skip("the C++ extension could not be built here")
+    calls = []
+    real = bn_relu2d.run
+    monkeypatch.setattr(bn_relu2d, "run", lambda *a: calls.append(1) or real(*a))
+    model = create_model("fernet_s").to(memory_format=torch.channels_last).train()
+    x = torch.randn(4, 1, 48, 48).contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(x).float().logsumexp(1).mean()
+    loss.backward()
+    # the stem, the three stage entries and the three residual blocks' first convolutions
+    assert len(calls) == 7 and all(p.grad is not None for p in model.parameters())
+    calls.clear()
+    model(x).sum().backward()  # float32: torch's modules
+    model.eval()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(x)  # evaluation: torch's modules (running statistics)
+    assert calls == []
+
+
+def test_a_failed_build_leaves_batchnorm2d_and_relu_to_torch(monkeypatch):
+    from torch.utils import cpp_extension
+
+    from ferlab.models import bn_relu2d
+    from ferlab.models.layers import Sequential
+
+    def broken(*a, **k):
+        raise RuntimeError("Ninja is required to load C++ extensions")
+
+    monkeypatch.setattr(cpp_extension, "load", broken)
+    monkeypatch.setattr(bn_relu2d, "_ext", [])
+    with pytest.warns(RuntimeWarning, match="could not be built.*Ninja is required"):
+        assert not bn_relu2d.available()
+    x = torch.randn(2, 4, 3, 3).bfloat16().contiguous(memory_format=torch.channels_last).requires_grad_()
+    bn = _bn2d(4)
+    assert not bn_relu2d.matches(bn, nn.ReLU(), x)
+    y = Sequential(bn, nn.ReLU()).train()(x)
+    assert type(y.grad_fn).__name__ == "ReluBackward0"  # torch's modules ran
+    monkeypatch.setattr(bn_relu2d, "_ext", [])
+    monkeypatch.setenv("FERLAB_BN_ACT", "torch")
+    assert not bn_relu2d.available()
