@@ -27,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ferlab import checkpoint, history  # noqa: E402
+from ferlab.train import config as config_mod  # noqa: E402
 
 
 # Config keys that make two runs seeds of one setting rather than two settings.
@@ -57,10 +58,12 @@ def run_entry(run: Path, cfg: dict | None = None) -> dict:
 
 def seed_groups(entries: list[dict], configs: list[dict]) -> list[dict]:
     """Runs whose configs agree but for `_SEED_KEYS`, in first-seen order, with each figure's mean,
-    min and max over the group."""
+    min and max over the group. Options added since a run was saved count as their defaults."""
     groups: dict[str, list[dict]] = {}
+    defaults = config_mod.build().to_dict()  # a key a run's config predates counts as its default
     for entry, cfg in zip(entries, configs):
-        key = json.dumps({k: v for k, v in cfg.items() if k not in _SEED_KEYS}, sort_keys=True, default=str)
+        full = {**defaults, **cfg}
+        key = json.dumps({k: v for k, v in full.items() if k not in _SEED_KEYS}, sort_keys=True, default=str)
         groups.setdefault(key, []).append(entry)
     out = []
     for members in groups.values():

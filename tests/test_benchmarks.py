@@ -42,6 +42,13 @@ def test_distill_groups_seeds_of_one_setting_and_averages_them():
     assert (lr02["best_val_acc"]["min"], lr02["best_val_acc"]["max"]) == (0.65, 0.67)
     assert abs(lr02["val_acc_tta"]["mean"] - 0.67) < 1e-9
     assert lr03["runs"] == ["b"] and lr03["best_val_acc"]["mean"] == 0.66
+    # a run saved before an option existed is a seed of the runs that have it at its default
+    older, newer = cfg(0, 0.2, "e"), {**cfg(1, 0.2, "f"), "fit_budget": False}
+    (group,) = _script("distill").seed_groups([entry("e", 0, 0.65), entry("f", 1, 0.66)], [older, newer])
+    assert group["runs"] == ["e", "f"]
+    (_, other) = _script("distill").seed_groups([entry("e", 0, 0.65), entry("f", 1, 0.66)],
+                                                 [older, {**newer, "fit_budget": True}])
+    assert other["runs"] == ["f"]
 
 
 def test_levers_table_reports_difference_from_baseline(tmp_path):

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from torch import nn
 
-from .layers import Dropout, MaxPool2d, Sequential
+from .layers import Dropout, MaxPool2d
 from .registry import FERModel, register
 
 
 def _conv_bn(cin, cout, stride=1):
-    return Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
 def _stochastic_depth(branch, rate: float):

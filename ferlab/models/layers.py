@@ -21,8 +21,7 @@ state dict, same results), only faster where torch is slow:
   backward 3x faster than torch's for a 64x32x47x47 activation; each window's gradient goes to
   its first maximum, as in torch and Keras), and `nn.MaxPool2d` itself elsewhere or without numba.
 - `Sequential` runs each BatchNorm1d -> LeakyReLU/ReLU [-> Dropout] of its layers as one compiled
-  forward and backward (`bn_act`), each BatchNorm2d -> ReLU on a channels_last bfloat16 map as
-  one (`bn_relu2d`), and each MaxPool2d -> ReLU as one pooling kernel with the ReLU
+  forward and backward (`bn_act`), and each MaxPool2d -> ReLU as one pooling kernel with the ReLU
   folded in (`maxpool.run_relu`), in training on a CPU, and every layer on its own elsewhere; its
   layers, names and state dict are `nn.Sequential`'s.
 """
@@ -143,15 +142,13 @@ class Sequential(nn.Sequential):
         if not (self.training and isinstance(x, torch.Tensor) and x.device.type == "cpu") or torch.jit.is_tracing() \
                 or torch.compiler.is_compiling():
             return super().forward(x)
-        from . import bn_act, bn_relu2d, maxpool  # numba loads only when such layers train
+        from . import bn_act, maxpool  # numba loads only when such layers train
 
         mods, i = list(self._modules.values()), 0
         while i < len(mods):
             # a hooked layer (explanations, a user's hooks) runs on its own, so that its hooks see it
             if (n := bn_act.match(mods, i, x)) and not _hooked(mods[i:i + n]):
                 x = bn_act.run(x, *mods[i:i + n])
-            elif i + 1 < len(mods) and bn_relu2d.matches(mods[i], mods[i + 1], x) and not _hooked(mods[i:i + 2]):
-                x, n = bn_relu2d.run(x, mods[i]), 2
             elif (n := _pool_relu(mods, i, x)) and not _hooked(mods[i:i + n]):
                 x = maxpool.run_relu(x)
             else:
