@@ -206,6 +206,14 @@ def test_fit_budget_ends_the_cosine_inside_the_time_budget(tiny_fer_dir, tmp_pat
     with pytest.raises(ValueError, match="--max-minutes"):
         config.build(fit_budget=True)
 
+    # resumed with less time than it has used, the run trains no further; with more, the plan extends
+    train.resume(run, max_minutes=0.01, log=lambda m: None)
+    assert len(list(csv.DictReader(open(run / "metrics.csv")))) == len(rows)
+    train.resume(run, max_minutes=0.05, log=log.append)
+    more = list(csv.DictReader(open(run / "metrics.csv")))
+    assert len(more) > len(rows) and any("epochs in all fit in 0.05 min" in m for m in log)
+    assert float(more[-1]["lr"]) < 0.02
+
 
 def test_old_schedule_and_model_names_still_load(tmp_path):
     f = tmp_path / "old.yaml"

@@ -388,8 +388,17 @@ def _fit_to_budget(state: TrainState, cfg: TrainConfig, durations: list[float], 
     """Re-plan the run's length from the time left and end the cosine at the plan's last epoch.
     The schedule stays a function of the step (`lr_at`), so a resumed run continues the same
     curve; rank 0's plan holds on every rank."""
-    planned = distributed.broadcast(plan_epochs(state, cfg, durations) if ctx.main else None, ctx)
-    if planned != state.planned_epochs:
+    def plan() -> int | None:
+        if len(durations) == 1 and not state.planned_epochs and state.elapsed + 2 * durations[0] <= cfg.max_minutes * 60:
+            # a first epoch also pays one-off costs (a cold cache, a busy neighbour): a plan from it
+            # alone would bend the cosine towards too short a run, so the plan waits for a second
+            # epoch while the budget allows (meanwhile the cosine follows --epochs: for `fast_kd`, 13
+            # of at most 20 epochs, the second epoch ends at an lr 1 % above the plan's)
+            return None
+        return plan_epochs(state, cfg, durations)
+
+    planned = distributed.broadcast(plan() if ctx.main else None, ctx)
+    if planned is not None and planned != state.planned_epochs:
         log(f"time budget: {planned} epochs fit in {cfg.max_minutes:g} min at {max(durations[1:] or durations):.1f} "
             f"s per epoch; the cosine ends there")
         state.planned_epochs, state.total_steps = planned, planned * steps_per_epoch

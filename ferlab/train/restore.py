@@ -6,6 +6,7 @@ from pathlib import Path
 
 from .. import checkpoint
 from .job import Job
+from .optim import plan_epochs
 from .state import TrainState, set_rng_state
 
 
@@ -45,8 +46,13 @@ def restore(last: dict, run_dir: Path, job: Job, plateau, steps_per_epoch: int, 
         if bm.get("monitor", "val_acc") == cfg.monitor and cfg.monitor in bm:
             state.best, state.best_epoch = float(bm[cfg.monitor]), int(bm.get("best_epoch", 0))
     old_total, new_total = state.total_steps, steps_per_epoch * cfg.epochs
-    # --fit-budget: the saved plan continues; the next epoch re-plans from the time left
-    if new_total != old_total and cfg.schedule == "cosine" and not cfg.fit_budget:
+    if cfg.fit_budget and state.epoch:
+        # re-planned from the time left at the run's mean pace so far: an interrupted run keeps its
+        # plan, a raised --max-minutes extends it, a spent budget ends it (the next epoch re-plans)
+        planned = plan_epochs(state, cfg, [state.elapsed / state.epoch])
+        state.planned_epochs, state.total_steps = planned, planned * steps_per_epoch
+        log(f"time budget: {planned} epochs in all fit in {cfg.max_minutes:g} min; the cosine ends there")
+    elif new_total != old_total and cfg.schedule == "cosine":
         if cfg.restart_schedule:
             state.schedule_start, state.total_steps = state.step, new_total
             state.warmup_steps = min(state.warmup_steps, (new_total - state.step) // 10)
