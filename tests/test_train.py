@@ -12,7 +12,7 @@ from ferlab import checkpoint, evaluate, train
 from ferlab.evaluate.metrics import metrics
 from ferlab import history
 from ferlab.train import config, guards
-from ferlab.train.optim import plan_epochs
+from ferlab.train.budget import plan_epochs
 from ferlab.train.state import TrainState
 from ferlab.data import load as load_dataset
 from ferlab.labels import FER2013_CLASSES

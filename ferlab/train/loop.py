@@ -28,7 +28,7 @@ from ..evaluate.tta import predict_logits
 from ..fileio import clean_stale_tmp
 from ..models import count_params, create_model, get_spec
 from ..preprocess import Preprocess
-from . import config as config_mod, distributed, precision, sam, teacher as teacher_mod
+from . import budget, config as config_mod, distributed, precision, sam, teacher as teacher_mod
 from .config import TrainConfig, with_channels
 from .finetune import apply_stage, collapse_warning, hold_batchnorm, init_from
 from .finish import finish
@@ -36,8 +36,8 @@ from .guards import (TrainingDiverged, chance_warning, check_head, check_logits,
                      refuse_taken_follow_up)
 from .inputs import epoch_order, epoch_size, load_data, pixel_maxabs, preprocess_for
 from .job import Job
-from .optim import lr_at, make_ema, make_optimizer, make_plateau, plan_epochs
-from .restore import restore
+from .optim import lr_at, make_ema, make_optimizer, make_plateau
+from .restore import restore, resume_classes
 from .state import TrainState, rng_state
 from .teacher import distill_loss
 
@@ -216,7 +216,7 @@ def _fit(cfg: TrainConfig, ctx: distributed.Context, run_dir, resume: bool, log)
     last = checkpoint.read(run_dir / "last.pt") if resume else None
     t_load = time.perf_counter()
     try:
-        train, val = load_data(cfg, size, channels, _resume_classes(cfg, last, run_dir) if last else None)
+        train, val = load_data(cfg, size, channels, resume_classes(cfg, last, run_dir) if last else None)
     except data.BadInputError as e:
         if last is None:
             raise
@@ -336,7 +336,7 @@ def _epochs(job: Job, plateau, train: data.FaceData, val: data.FaceData, classes
         durations.append(time.perf_counter() - t0)
         state.elapsed += durations[-1]
         if cfg.fit_budget:
-            _fit_to_budget(state, cfg, durations, steps_per_epoch, ctx, log)
+            budget.replan(state, cfg, durations, steps_per_epoch, ctx, log)
         row = {"epoch": state.epoch, "stage": stage, **tr, **va, "elapsed": state.elapsed}
         if stage == 1:
             stage1_best = max(stage1_best or 0.0, va["val_acc"])
@@ -349,7 +349,8 @@ def _epochs(job: Job, plateau, train: data.FaceData, val: data.FaceData, classes
         improved = _is_better(value, state.best, cfg.monitor)
         if ctx.main:
             history.append(run_dir / "metrics.csv", row)
-        log(f"epoch {state.epoch}/{state.planned_epochs or cfg.epochs}  train loss {tr['train_loss']:.3f} acc {tr['train_acc']:.3f}  "
+        log(f"epoch {state.epoch}/{state.planned_epochs or cfg.epochs}  "
+            f"train loss {tr['train_loss']:.3f} acc {tr['train_acc']:.3f}  "
             f"val loss {va['val_loss']:.3f} acc {va['val_acc']:.4f} f1 {va['val_macro_f1']:.3f}  "
             f"{tr['images_per_s']:.0f} img/s  {state.elapsed / 60:.1f} min{'  *' if improved else ''}")
         if improved:
@@ -381,36 +382,6 @@ def _epochs(job: Job, plateau, train: data.FaceData, val: data.FaceData, classes
         if distributed.broadcast(bool(cfg.max_minutes and state.elapsed >= cfg.max_minutes * 60), ctx):
             log(f"time budget of {cfg.max_minutes} min reached")
             break
-
-
-def _fit_to_budget(state: TrainState, cfg: TrainConfig, durations: list[float], steps_per_epoch: int,
-                   ctx: distributed.Context, log) -> None:
-    """Re-plan the run's length from the time left and end the cosine at the plan's last epoch.
-    The schedule stays a function of the step (`lr_at`), so a resumed run continues the same
-    curve; rank 0's plan holds on every rank."""
-    def plan() -> int | None:
-        if len(durations) == 1 and not state.planned_epochs and state.elapsed + 2 * durations[0] <= cfg.max_minutes * 60:
-            # a first epoch also pays one-off costs (a cold cache, a busy neighbour): a plan from it
-            # alone would bend the cosine towards too short a run, so the plan waits for a second
-            # epoch while the budget allows (meanwhile the cosine follows --epochs: for `fast_kd`, 13
-            # of at most 20 epochs, the second epoch ends at an lr 1 % above the plan's)
-            return None
-        return plan_epochs(state, cfg, durations)
-
-    planned = distributed.broadcast(plan() if ctx.main else None, ctx)
-    if planned is not None and planned != state.planned_epochs:
-        log(f"time budget: {planned} epochs fit in {cfg.max_minutes:g} min at {max(durations[1:] or durations):.1f} "
-            f"s per epoch; the cosine ends there")
-        state.planned_epochs, state.total_steps = planned, planned * steps_per_epoch
-
-
-def _resume_classes(cfg: TrainConfig, last: dict, run_dir: Path) -> list[str]:
-    """The run's label set, by name: resuming with other classes would train on permuted labels."""
-    saved = list(last["classes"])
-    if cfg.classes and set(cfg.classes) != set(saved):
-        raise ValueError(f"cannot resume {run_dir}: it was trained on classes {saved}, but --classes gives "
-                         f"{list(cfg.classes)}; resume without --classes or start a new run")
-    return saved
 
 
 def resume(run_dir: str | Path, log=_log, **overrides) -> Path:

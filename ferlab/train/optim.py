@@ -28,15 +28,6 @@ def lr_at(state: TrainState, cfg: TrainConfig) -> float:
     raise ValueError(f"unknown schedule {cfg.schedule!r}; choose one of: cosine, plateau, constant")
 
 
-def plan_epochs(state: TrainState, cfg: TrainConfig, durations: list[float]) -> int:
-    """`--fit-budget`: the epochs (at most `cfg.epochs`, at least those done) that fit `cfg.max_minutes`,
-    at the pace of the slowest epoch this process ran after its first (the first also pays for warm
-    caches and compiled kernels; it is the pace only until a second epoch is timed)."""
-    pace = max(durations[1:] or durations)
-    left = cfg.max_minutes * 60 - state.elapsed
-    return max(state.epoch, min(cfg.epochs, state.epoch + int(left // pace)))
-
-
 # the hyperparameters one fused kernel call shares; groups that agree on them go in one call
 _SHARED = ("lr", "betas", "eps", "weight_decay", "maximize", "decoupled_weight_decay")
 

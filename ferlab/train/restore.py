@@ -1,12 +1,13 @@
 """Restoring an interrupted run from its last.pt: model, optimizer, EMA, schedule, RNG streams,
-and the best metric as best.pt on disk has it."""
+the best metric as best.pt on disk has it, and the run's classes."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from .. import checkpoint
+from .budget import plan_epochs
+from .config import TrainConfig
 from .job import Job
-from .optim import plan_epochs
 from .state import TrainState, set_rng_state
 
 
@@ -63,3 +64,12 @@ def restore(last: dict, run_dir: Path, job: Job, plateau, steps_per_epoch: int, 
                 f"cosine over epochs {state.epoch + 1}-{cfg.epochs}")
     log(f"resuming {run_dir} after epoch {state.epoch} (best {cfg.monitor} {state.best} at epoch {state.best_epoch})")
     return state
+
+
+def resume_classes(cfg: TrainConfig, last: dict, run_dir: Path) -> list[str]:
+    """The run's label set, by name: resuming with other classes would train on permuted labels."""
+    saved = list(last["classes"])
+    if cfg.classes and set(cfg.classes) != set(saved):
+        raise ValueError(f"cannot resume {run_dir}: it was trained on classes {saved}, but --classes gives "
+                         f"{list(cfg.classes)}; resume without --classes or start a new run")
+    return saved

@@ -1,0 +1,38 @@
+"""`--fit-budget`: the epochs a time budget allows, planned from the run's own pace, where the
+cosine then ends (`loop` re-plans after each epoch, `restore` on resume)."""
+from __future__ import annotations
+
+from . import distributed
+from .config import TrainConfig
+from .state import TrainState
+
+
+def plan_epochs(state: TrainState, cfg: TrainConfig, durations: list[float]) -> int:
+    """The epochs (at most `cfg.epochs`, at least those done) that fit `cfg.max_minutes`,
+    at the pace of the slowest epoch this process ran after its first (the first also pays for warm
+    caches and compiled kernels; it is the pace only until a second epoch is timed)."""
+    pace = max(durations[1:] or durations)
+    left = cfg.max_minutes * 60 - state.elapsed
+    return max(state.epoch, min(cfg.epochs, state.epoch + int(left // pace)))
+
+
+def replan(state: TrainState, cfg: TrainConfig, durations: list[float], steps_per_epoch: int,
+           ctx: distributed.Context, log) -> None:
+    """Re-plan the run's length from the time left and end the cosine at the plan's last epoch.
+    The schedule stays a function of the step (`lr_at`), so a resumed run continues the same
+    curve; rank 0's plan holds on every rank."""
+    def plan() -> int | None:
+        first_only = len(durations) == 1 and not state.planned_epochs
+        if first_only and state.elapsed + 2 * durations[0] <= cfg.max_minutes * 60:
+            # a first epoch also pays one-off costs (a cold cache, a busy neighbour): a plan from it
+            # alone would bend the cosine towards too short a run, so the plan waits for a second
+            # epoch while the budget allows (meanwhile the cosine follows --epochs: for `fast_kd`, 13
+            # of at most 20 epochs, the second epoch ends at an lr 1 % above the plan's)
+            return None
+        return plan_epochs(state, cfg, durations)
+
+    planned = distributed.broadcast(plan() if ctx.main else None, ctx)
+    if planned is not None and planned != state.planned_epochs:
+        log(f"time budget: {planned} epochs fit in {cfg.max_minutes:g} min at {max(durations[1:] or durations):.1f} "
+            f"s per epoch; the cosine ends there")
+        state.planned_epochs, state.total_steps = planned, planned * steps_per_epoch
