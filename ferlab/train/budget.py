@@ -7,13 +7,17 @@ from .config import TrainConfig
 from .state import TrainState
 
 
+def pace(durations: list[float]) -> float:
+    """Seconds per epoch to plan with: the slowest epoch this process ran after its first (the
+    first also pays for warm caches and compiled kernels; it is the pace only until a second epoch
+    is timed)."""
+    return max(durations[1:] or durations)
+
+
 def plan_epochs(state: TrainState, cfg: TrainConfig, durations: list[float]) -> int:
-    """The epochs (at most `cfg.epochs`, at least those done) that fit `cfg.max_minutes`,
-    at the pace of the slowest epoch this process ran after its first (the first also pays for warm
-    caches and compiled kernels; it is the pace only until a second epoch is timed)."""
-    pace = max(durations[1:] or durations)
+    """The epochs (at most `cfg.epochs`, at least those done) that fit `cfg.max_minutes` at `pace`."""
     left = cfg.max_minutes * 60 - state.elapsed
-    return max(state.epoch, min(cfg.epochs, state.epoch + int(left // pace)))
+    return max(state.epoch, min(cfg.epochs, state.epoch + int(left // pace(durations))))
 
 
 def replan(state: TrainState, cfg: TrainConfig, durations: list[float], steps_per_epoch: int,
@@ -33,6 +37,6 @@ def replan(state: TrainState, cfg: TrainConfig, durations: list[float], steps_pe
 
     planned = distributed.broadcast(plan() if ctx.main else None, ctx)
     if planned is not None and planned != state.planned_epochs:
-        log(f"time budget: {planned} epochs fit in {cfg.max_minutes:g} min at {max(durations[1:] or durations):.1f} "
+        log(f"time budget: {planned} epochs fit in {cfg.max_minutes:g} min at {pace(durations):.1f} "
             f"s per epoch; the cosine ends there")
         state.planned_epochs, state.total_steps = planned, planned * steps_per_epoch
