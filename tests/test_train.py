@@ -192,15 +192,16 @@ def test_plan_epochs_fits_the_time_left_at_the_slowest_pace():
 
 
 def test_fit_budget_ends_the_cosine_inside_the_time_budget(tiny_fer_dir, tmp_path):
-    # 1,000 epochs would take minutes; the plan cuts them to what ~1.5 s allows and ends the cosine there
+    # 1,000 epochs would take minutes; the plan cuts them to what 3 s allow and ends the cosine there
+    # (3 s, not less: a cold first epoch, loading compiled kernels, can take most of a second)
     log = []
-    run = train.fit(_cfg(tiny_fer_dir, tmp_path, epochs=1000, max_minutes=0.025, fit_budget=True, lr=0.1,
+    run = train.fit(_cfg(tiny_fer_dir, tmp_path, epochs=1000, max_minutes=0.05, fit_budget=True, lr=0.1,
                          lr_floor=0.001), log=log.append)
     rows = list(csv.DictReader(open(run / "metrics.csv")))
     assert 2 <= len(rows) < 1000
-    assert any("epochs fit in 0.025 min" in m for m in log)
+    assert any("epochs fit in 0.05 min" in m for m in log)
     state = checkpoint.read(run / "last.pt")["train_state"]
-    assert state["planned_epochs"] == len(rows) or float(rows[-1]["elapsed"]) >= 1.5
+    assert state["planned_epochs"] == len(rows) or float(rows[-1]["elapsed"]) >= 3
     # a cosine over 1,000 epochs would still be near its 0.1 peak; this one has come down to its floor
     assert float(rows[-1]["lr"]) < 0.02
     with pytest.raises(ValueError, match="--max-minutes"):
@@ -209,9 +210,9 @@ def test_fit_budget_ends_the_cosine_inside_the_time_budget(tiny_fer_dir, tmp_pat
     # resumed with less time than it has used, the run trains no further; with more, the plan extends
     train.resume(run, max_minutes=0.01, log=lambda m: None)
     assert len(list(csv.DictReader(open(run / "metrics.csv")))) == len(rows)
-    train.resume(run, max_minutes=0.05, log=log.append)
+    train.resume(run, max_minutes=0.1, log=log.append)
     more = list(csv.DictReader(open(run / "metrics.csv")))
-    assert len(more) > len(rows) and any("epochs in all fit in 0.05 min" in m for m in log)
+    assert len(more) > len(rows) and any("epochs in all fit in 0.1 min" in m for m in log)
     assert float(more[-1]["lr"]) < 0.02
 
 
