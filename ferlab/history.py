@@ -7,7 +7,7 @@ import csv
 from pathlib import Path
 
 FIELDS = ["epoch", "stage", "train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1", "lr", "seconds", "elapsed",
-          "images_per_s"]
+          "images_per_s", "side"]
 
 
 def columns(classes: list[str]) -> list[str]:

@@ -11,7 +11,7 @@ from conftest import save_checkpoint
 from ferlab import checkpoint, evaluate, train
 from ferlab.evaluate.metrics import metrics
 from ferlab import history
-from ferlab.train import config, guards
+from ferlab.train import config, guards, resize
 from ferlab.train.budget import plan_epochs
 from ferlab.train.state import TrainState
 from ferlab.data import load as load_dataset
@@ -185,10 +185,45 @@ def test_plan_epochs_fits_the_time_left_at_the_slowest_pace():
     cfg = config.build(max_minutes=10, fit_budget=True, epochs=30)
     state = TrainState(epoch=3, elapsed=150.0)
     # the first epoch (70 s: warm-up costs) is not the pace once others are timed; the slowest of those is
-    assert plan_epochs(state, cfg, [70.0, 40.0, 50.0]) == 3 + 450 // 50
-    assert plan_epochs(TrainState(epoch=1, elapsed=70.0), cfg, [70.0]) == 1 + 530 // 70
-    assert plan_epochs(state, config.build(max_minutes=10, fit_budget=True, epochs=8), [40.0] * 3) == 8
-    assert plan_epochs(TrainState(epoch=5, elapsed=620.0), cfg, [40.0] * 5) == 5  # over: stop now
+    assert plan_epochs(state, cfg, [70.0, 40.0, 50.0], 48) == 3 + 450 // 50
+    assert plan_epochs(TrainState(epoch=1, elapsed=70.0), cfg, [70.0], 48) == 1 + 530 // 70
+    assert plan_epochs(state, config.build(max_minutes=10, fit_budget=True, epochs=8), [40.0] * 3, 48) == 8
+    assert plan_epochs(TrainState(epoch=5, elapsed=620.0), cfg, [40.0] * 5, 48) == 5  # over: stop now
+
+
+def test_progressive_sides_rise_to_full_size_for_the_last_quarter():
+    cfg = config.build(progressive=32, epochs=16)
+    sides = [resize.side(cfg, 48, e, 16) for e in range(1, 17)]
+    assert sides[0] == 32 and sides == sorted(sides) and all(s % 4 == 0 for s in sides)
+    assert sides[11:] == [48] * 5 and sides[9] < 48  # full size by epoch 12 = 0.75 x 16 (rounded: from 11)
+    assert {resize.side(config.build(), 48, e, 16) for e in range(1, 17)} == {48}  # off
+    assert resize.cost(48, 48) == 1 and 0.5 < resize.cost(32, 48) < 0.6
+    x = torch.rand(2, 1, 48, 48)
+    assert resize.shrink(x, 32).shape == (2, 1, 32, 32) and resize.shrink(x, 48) is x
+    for bad in (dict(progressive=4), dict(progressive=56, image_size=48), dict(progressive=32, train_crop=40)):
+        with pytest.raises(ValueError, match="progressive"):
+            config.build(**bad)
+
+
+def test_plan_epochs_counts_progressive_epochs_at_their_cost():
+    cfg = config.build(max_minutes=10, fit_budget=True, epochs=40, progressive=32)
+    state = TrainState(epoch=2, elapsed=60.0)  # two epochs at 32 px: 30 s each, 55 s per full-size epoch
+    planned = plan_epochs(state, cfg, [55.0, 55.0], 48)
+    full_size = plan_epochs(state, config.build(max_minutes=10, fit_budget=True, epochs=40), [55.0, 55.0], 48)
+    assert full_size == 2 + 540 // 55 and planned > full_size  # smaller epochs: more of them fit
+    cost = sum(resize.cost(resize.side(cfg, 48, e, planned), 48) for e in range(3, planned + 1))
+    assert 55.0 * cost <= 540 < 55.0 * (cost + 1)  # fills the time left; one more epoch would not fit
+
+
+def test_progressive_resizing_trains_small_then_full_size(tiny_fer_dir, tmp_path):
+    log = []
+    run = train.fit(_cfg(tiny_fer_dir, tmp_path, epochs=4, progressive=32), log=log.append)
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert [int(r["side"]) for r in rows] == [32, 40, 48, 48]
+    assert "at 32 px" in next(m for m in log if m.startswith("epoch 1/"))
+    loaded = checkpoint.load(run)  # evaluated and recorded at the full size
+    assert loaded.preprocess.size == 48 and loaded.meta["config"]["progressive"] == 32
+    assert loaded.meta["metrics"]["val_acc"] > 0.5
 
 
 def test_fit_budget_ends_the_cosine_inside_the_time_budget(tiny_fer_dir, tmp_path):

@@ -99,10 +99,14 @@ def summarize_run(run_dir: str | Path, recipe: str, peaks: tuple[float, float] |
         raise ValueError(f"{run_dir}/metrics.csv has no epochs")
     ips = sorted(r["images_per_s"] for r in rows)
     median_ips = ips[len(ips) // 2]
-    # a conv net's cost scales with pixels: --train-crop trains on (crop/size)^2 of the full-face FLOPs
-    train_macs = macs * (cfg.train_crop / size) ** 2 if 0 < cfg.train_crop < size else macs
+    # a conv net's cost scales with pixels: --train-crop and --progressive train on (side/size)^2 of
+    # the full-face FLOPs (runs older than the `side` column: the crop, or the full size)
+    crop = cfg.train_crop if 0 < cfg.train_crop < size else size
     passes = 2 if cfg.sam else 1  # SAM: a second forward and backward per step, at the moved weights
-    train_gflops = passes * median_ips * 3 * 2 * train_macs / 1e9  # forward + backward ~ 3x forward
+    # forward + backward ~ 3x forward; the median epoch's rate
+    gflops = sorted(passes * r["images_per_s"] * 3 * 2 * macs * ((r.get("side") or crop) / size) ** 2 / 1e9
+                    for r in rows)
+    train_gflops = gflops[len(gflops) // 2]
     peak = peak16 if cfg.amp else peak32
     final = json.loads((run_dir / "eval_val.json").read_text())
     best = checkpoint.read(run_dir / "best.pt")["metrics"]

@@ -2,25 +2,31 @@
 cosine then ends (`loop` re-plans after each epoch, `restore` on resume)."""
 from __future__ import annotations
 
-from . import distributed
+from . import distributed, resize
 from .config import TrainConfig
 from .state import TrainState
 
 
 def pace(durations: list[float]) -> float:
-    """Seconds per epoch to plan with: the slowest epoch this process ran after its first (the
-    first also pays for warm caches and compiled kernels; it is the pace only until a second epoch
-    is timed)."""
+    """Seconds per full-size epoch to plan with: the slowest epoch this process ran after its first
+    (the first also pays for warm caches and compiled kernels; it is the pace only until a second
+    epoch is timed). `durations` are in full-size epochs' seconds (`resize.cost`)."""
     return max(durations[1:] or durations)
 
 
-def plan_epochs(state: TrainState, cfg: TrainConfig, durations: list[float]) -> int:
-    """The epochs (at most `cfg.epochs`, at least those done) that fit `cfg.max_minutes` at `pace`."""
-    left = cfg.max_minutes * 60 - state.elapsed
-    return max(state.epoch, min(cfg.epochs, state.epoch + int(left // pace(durations))))
+def plan_epochs(state: TrainState, cfg: TrainConfig, durations: list[float], full: int) -> int:
+    """The epochs (at most `cfg.epochs`, at least those done) that fit `cfg.max_minutes` at `pace`;
+    with `--progressive`, each planned epoch costs as its side does (the sides follow the plan)."""
+    left, per = cfg.max_minutes * 60 - state.elapsed, pace(durations)
+    planned = state.epoch
+    for n in range(state.epoch + 1, cfg.epochs + 1):
+        need = per * sum(resize.cost(resize.side(cfg, full, e, n), full) for e in range(state.epoch + 1, n + 1))
+        if need <= left:
+            planned = n
+    return planned
 
 
-def replan(state: TrainState, cfg: TrainConfig, durations: list[float], steps_per_epoch: int,
+def replan(state: TrainState, cfg: TrainConfig, durations: list[float], full: int, steps_per_epoch: int,
            ctx: distributed.Context, log) -> None:
     """Re-plan the run's length from the time left and end the cosine at the plan's last epoch.
     The schedule stays a function of the step (`lr_at`), so a resumed run continues the same
@@ -33,10 +39,10 @@ def replan(state: TrainState, cfg: TrainConfig, durations: list[float], steps_pe
             # epoch while the budget allows (meanwhile the cosine follows --epochs: for `fast_kd`, 13
             # of at most 20 epochs, the second epoch ends at an lr 1 % above the plan's)
             return None
-        return plan_epochs(state, cfg, durations)
+        return plan_epochs(state, cfg, durations, full)
 
     planned = distributed.broadcast(plan() if ctx.main else None, ctx)
     if planned is not None and planned != state.planned_epochs:
         log(f"time budget: {planned} epochs fit in {cfg.max_minutes:g} min at {pace(durations):.1f} "
-            f"s per epoch; the cosine ends there")
+            f"s per {'full-size ' if cfg.progressive else ''}epoch; the cosine ends there")
         state.planned_epochs, state.total_steps = planned, planned * steps_per_epoch

@@ -84,6 +84,9 @@ class TrainConfig:
     aug: AugmentRanges = option(factory=AugmentRanges, help="ranges that replace the preset's (--rotate 30 --shift "
                                                             "0.1 --zoom 0.2 --flip 0.5: the report's)")
     train_crop: int = option(0, "train on random square crops of this side, evaluate on the full image (0 = off)")
+    progressive: int = option(0, "progressive resizing: the first epoch trains at this input side, rising linearly "
+                                 "to --image-size at three quarters of the run; the last quarter trains at full "
+                                 "size (0 = off; smaller inputs cost about the square of the side)", metavar="SIDE")
     drop_path: float = option(0.0, "stochastic depth: the largest probability of dropping a residual block's branch "
                                    "per sample, in the last block, falling linearly towards the input (FerNet "
                                    "models; 0 = off)", metavar="RATE")
@@ -161,6 +164,10 @@ class TrainConfig:
             problems.append("label_smoothing must be in [0, 1)")
         if not 0 <= self.sam <= 2:
             problems.append(f"sam must be in [0, 2] (a radius in weight space; the paper's are 0.01-0.5), got {self.sam}")
+        if self.progressive and not 8 <= self.progressive <= (self.image_size or 4096):
+            problems.append(f"progressive must be 0 (off) or a side from 8 up to image_size, got {self.progressive}")
+        if self.progressive and self.train_crop:
+            problems.append("--progressive with --train-crop: both set the training input's side; give one")
         if not 0 <= self.drop_path < 1:
             problems.append(f"drop_path must be in [0, 1), got {self.drop_path}")
         if not 0 <= self.ema < 1:

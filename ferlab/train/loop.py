@@ -28,7 +28,7 @@ from ..evaluate.tta import predict_logits
 from ..fileio import clean_stale_tmp
 from ..models import count_params, create_model, get_spec
 from ..preprocess import Preprocess
-from . import budget, config as config_mod, distributed, precision, sam, teacher as teacher_mod
+from . import budget, config as config_mod, distributed, precision, resize, sam, teacher as teacher_mod
 from .config import TrainConfig, with_channels
 from .finetune import apply_stage, collapse_warning, hold_batchnorm, init_from
 from .finish import finish
@@ -59,6 +59,7 @@ def _epoch_steps(job: Job) -> dict:
     aug = resolve(cfg.augment, cfg.aug)
     order = epoch_order(job)
     steps = len(order) // cfg.batch_size
+    side = resize.side(cfg, job.pp.size, state.epoch, state.planned_epochs or cfg.epochs)
     lr = job.opt.param_groups[0]["lr"]
     t0 = time.perf_counter()
     loss_sum, seen = 0.0, 0
@@ -76,7 +77,7 @@ def _epoch_steps(job: Job) -> dict:
         y = job.labels.index_select(0, idx)
         # lighting, blur and JPEG act on the pixels, before normalisation (a no-op unless the preset sets them)
         x = degrade(job.images.index_select(0, idx), aug, job.g_aug)
-        x = augment(job.pp.normalize(x), aug, job.g_aug, crop=cfg.train_crop)
+        x = resize.shrink(augment(job.pp.normalize(x), aug, job.g_aug, crop=cfg.train_crop), side)
         if cfg.mixup or cfg.cutmix or job.class_weights is not None:
             # soft targets; class weights then weigh each sample's loss, averaged over the batch
             x, target = mix(x, y, job.num_classes, cfg.mixup, cfg.cutmix, job.g_aug)
@@ -114,7 +115,7 @@ def _epoch_steps(job: Job) -> dict:
     dt = time.perf_counter() - t0
     loss_sum, correct, seen = distributed.sum_all([loss_sum, float(correct), float(seen)], ctx)
     return {"train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1), "lr": lr,
-            "seconds": dt, "images_per_s": seen / dt}
+            "seconds": dt, "images_per_s": seen / dt, "side": side}
 
 
 def _forward(job: Job, x: torch.Tensor, target: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -322,7 +323,7 @@ def _epochs(job: Job, plateau, train: data.FaceData, val: data.FaceData, classes
     warned = False
     stage1_best = None
     first = state.epoch + 1
-    durations = []  # this process's epochs, in seconds: the pace --fit-budget plans with
+    durations = []  # this process's epochs in full-size epochs' seconds: the pace --fit-budget plans with
     while state.epoch < (state.planned_epochs or cfg.epochs):
         state.epoch += 1
         stage = _enter_stage(job, state.epoch, state.epoch == first, log)
@@ -333,10 +334,11 @@ def _epochs(job: Job, plateau, train: data.FaceData, val: data.FaceData, classes
         if distributed.any_rank(bool(checkpoint.non_finite(eval_model.state_dict())), ctx):
             raise TrainingDiverged(diagnose_divergence("the weights", state.epoch, tr["lr"], cfg))
         va = distributed.broadcast(validate(eval_model, val, job.pp, cfg, amp=cfg.amp) if ctx.main else None, ctx)
-        durations.append(time.perf_counter() - t0)
-        state.elapsed += durations[-1]
+        took = time.perf_counter() - t0
+        state.elapsed += took
+        durations.append(took / resize.cost(tr["side"], job.pp.size))
         if cfg.fit_budget:
-            budget.replan(state, cfg, durations, steps_per_epoch, ctx, log)
+            budget.replan(state, cfg, durations, job.pp.size, steps_per_epoch, ctx, log)
         row = {"epoch": state.epoch, "stage": stage, **tr, **va, "elapsed": state.elapsed}
         if stage == 1:
             stage1_best = max(stage1_best or 0.0, va["val_acc"])
@@ -349,10 +351,11 @@ def _epochs(job: Job, plateau, train: data.FaceData, val: data.FaceData, classes
         improved = _is_better(value, state.best, cfg.monitor)
         if ctx.main:
             history.append(run_dir / "metrics.csv", row)
+        at = f" at {tr['side']} px" if cfg.progressive else ""
         log(f"epoch {state.epoch}/{state.planned_epochs or cfg.epochs}  "
             f"train loss {tr['train_loss']:.3f} acc {tr['train_acc']:.3f}  "
             f"val loss {va['val_loss']:.3f} acc {va['val_acc']:.4f} f1 {va['val_macro_f1']:.3f}  "
-            f"{tr['images_per_s']:.0f} img/s  {state.elapsed / 60:.1f} min{'  *' if improved else ''}")
+            f"{tr['images_per_s']:.0f} img/s{at}  {state.elapsed / 60:.1f} min{'  *' if improved else ''}")
         if improved:
             state.best, state.best_epoch, state.bad_epochs = value, state.epoch, 0
             if ctx.main:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import checkpoint
+from . import resize
 from .budget import plan_epochs
 from .config import TrainConfig
 from .job import Job
@@ -50,7 +51,9 @@ def restore(last: dict, run_dir: Path, job: Job, plateau, steps_per_epoch: int, 
     if cfg.fit_budget and state.epoch:
         # re-planned from the time left at the run's mean pace so far: an interrupted run keeps its
         # plan, a raised --max-minutes extends it, a spent budget ends it (the next epoch re-plans)
-        planned = plan_epochs(state, cfg, [state.elapsed / state.epoch])
+        size, done = job.pp.size, state.planned_epochs or cfg.epochs
+        spent = sum(resize.cost(resize.side(cfg, size, e, done), size) for e in range(1, state.epoch + 1))
+        planned = plan_epochs(state, cfg, [state.elapsed / spent], size)
         state.planned_epochs, state.total_steps = planned, planned * steps_per_epoch
         log(f"time budget: {planned} epochs in all fit in {cfg.max_minutes:g} min; the cosine ends there")
     elif new_total != old_total and cfg.schedule == "cosine":
