@@ -48,6 +48,23 @@ def test_an_ensemble_averages_log_probabilities(tiny_fer_dir, tmp_path):
     assert torch.allclose(both, (ta + tb) / 2, atol=2e-2)
     assert not torch.allclose(ta, tb, atol=0.1)
 
+    # a teacher grows from its file: b.npz and a.pt make the ensemble ab.npz made, with both names;
+    # a file's members count as they were averaged there (ab.npz + a.pt = (2 a + b) / 3)
+    c = save_checkpoint(tmp_path / "c.pt", seed=1)  # a's weights under another name
+    grown = teacher.write([str(tmp_path / "b.npz"), str(c)], str(tiny_fer_dir), "train", tmp_path / "g.npz",
+                          tta="none", log=lambda m: None)
+    assert torch.allclose(teacher.load(str(grown), full, list(FER2013_CLASSES)), both, atol=2e-2)
+    with np.load(grown) as f:
+        assert sorted(map(str, f["models"])) == sorted([str(b), str(c)])
+    thirds = teacher.write([str(tmp_path / "ab.npz"), str(c)], str(tiny_fer_dir), "train", tmp_path / "t.npz",
+                           tta="none", log=lambda m: None)
+    assert torch.allclose(teacher.load(str(thirds), full, list(FER2013_CLASSES)), (2 * ta + tb) / 3, atol=3e-2)
+    np.savez(tmp_path / "bare.npz", logits=np.zeros((len(full), 7), np.float16), classes=np.array(FER2013_CLASSES),
+             keys=np.array(teacher.image_keys(full)))
+    with pytest.raises(TeacherError, match="not a teacher file"):  # it does not say which models it averages
+        teacher.write([str(tmp_path / "bare.npz"), str(c)], str(tiny_fer_dir), "train", tmp_path / "x.npz",
+                      log=lambda m: None)
+
 
 def test_csv_rows_are_keyed_by_their_pixels():
     imgs = torch.arange(3 * 4, dtype=torch.uint8).reshape(3, 1, 2, 2)

@@ -211,7 +211,9 @@ class TeacherConfig:
     """`ferlab teacher`: the soft labels a run distils from (`ferlab train --teacher FILE`)."""
 
     models: tuple[str, ...] = option((), "teacher checkpoints (runs, .pt files, 'default'); several = an ensemble "
-                                         "(their log-probabilities averaged)", positional=True, metavar="MODEL")
+                                         "(their log-probabilities averaged); a teacher file (.npz, 'fer2013') adds "
+                                         "its members as they were averaged there", positional=True,
+                                     metavar="MODEL")
     data: str = option("", "dataset the student will train on")
     split: str = option("train", "split to label (the student's training split)")
     out: str = option("", "the .npz to write", metavar="FILE")

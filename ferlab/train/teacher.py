@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import checkpoint, data, labels
-from ..devices import resolve as resolve_device
+from ..devices import keep_freed_memory, resolve as resolve_device
 from ..evaluate.tta import predict_logits
 from ..fileio import atomic_write
 
@@ -47,38 +47,67 @@ def image_keys(ds: data.FaceData) -> list[str]:
 
 def write(models: list[str], data_path: str, split: str, out: str | Path, tta: str | None = None,
           device: str = "cpu", amp: bool = False, log=print) -> Path:
-    """Average logits (with each model's recorded TTA, or `tta`) of `models` on a split -> `out`."""
+    """Average log-probabilities (each checkpoint with its recorded TTA, or `tta`) of `models` on a
+    split -> `out`. A member may be a teacher file (.npz, or a bundled name): its members join the
+    ensemble as they were averaged there, so a teacher grows without its checkpoints."""
     out = Path(out)
     if out.suffix != ".npz":
         raise TeacherError(f"the teacher file must end in .npz, got {out}")
-    loaded = [checkpoint.load(m) for m in models]
-    classes = loaded[0].classes
+    keep_freed_memory()  # else each batch of TTA views pays its page faults again: all but idle in the kernel
+    files = [m for m in models if m in BUNDLED or str(m).endswith(".npz")]
+    refs = [m for m in models if m not in files]
+    loaded = [checkpoint.load(m) for m in refs]
+    classes = loaded[0].classes if loaded else _describe(files[0])[0]
     for m in loaded[1:]:
         if m.classes != classes:
             raise TeacherError(f"{m.path} predicts {m.classes}, {loaded[0].path} {classes}: an ensemble needs one "
                                "label set")
-    total, ds, where = None, None, resolve_device(device)
-    for m, name in zip(loaded, models):
+    total, ds, where, names = 0.0, None, resolve_device(device), []
+    for name, m in zip(refs, loaded):
         pp = m.preprocess
         ds = data.load(data_path, split, size=pp.size, channels=pp.channels)
-        y = torch.tensor(labels.index_map(ds.classes, classes))[ds.labels]
         view = tta or m.meta.get("config", {}).get("tta", "none")
         logits = predict_logits(m.model.to(where), ds.images, pp, view, amp=amp).double()  # back on the CPU
         # average probabilities' logs, not raw logits: models with other temperatures weigh alike
-        logp = (logits / m.temperature).log_softmax(1)
-        total = logp if total is None else total + logp
-        acc = float((logits.argmax(1) == y).double().mean())
-        log(f"{name}: {split} accuracy {acc:.4f} (tta {view})")
-    logits = (total / len(loaded)).float()
+        total = total + (logits / m.temperature).log_softmax(1)
+        names.append(str(m.path))
+        log(f"{name}: {split} accuracy {_accuracy(logits, ds, classes):.4f} (tta {view})")
+    for ref in files:
+        known, members = _describe(ref)
+        if known != classes:
+            raise TeacherError(f"the teacher {ref} knows {known}, the ensemble {classes}: an ensemble needs one "
+                               "label set")
+        ds = ds if ds is not None else data.load(data_path, split)  # a folder's keys: its file names, at any size
+        logp = load(ref, ds, classes).double()  # the average over its members, in this split's order
+        total = total + len(members) * logp
+        names += members
+        log(f"{ref} ({len(members)} members): {split} accuracy {_accuracy(logp, ds, classes):.4f}")
+    logits = (total / len(names)).float()
     keys = image_keys(ds)
 
     def dump(f):
         np.savez_compressed(f, logits=logits.numpy().astype(np.float16), classes=np.array(classes),
-                            keys=np.array(keys), models=np.array([str(m.path) for m in loaded]),
-                            split=np.array(split))
+                            keys=np.array(keys), models=np.array(names), split=np.array(split))
 
     atomic_write(out, dump, what="teacher file")
     return out
+
+
+def _describe(ref: str) -> tuple[list[str], list[str]]:
+    """A teacher file's classes and the models it averages."""
+    try:
+        with np.load(resolve(ref), allow_pickle=False) as f:
+            classes, members = [str(c) for c in f["classes"]], [str(m) for m in f["models"].reshape(-1)]
+    except (OSError, ValueError, KeyError) as e:
+        raise TeacherError(f"{ref} is not a teacher file written by `ferlab teacher` ({e})") from None
+    if not members:
+        raise TeacherError(f"{ref} is not a teacher file written by `ferlab teacher`: it names no models")
+    return classes, members
+
+
+def _accuracy(logits: torch.Tensor, ds: data.FaceData, classes: list[str]) -> float:
+    y = torch.tensor(labels.index_map(ds.classes, classes))[ds.labels]
+    return float((logits.argmax(1) == y).double().mean())
 
 
 def resolve(ref: str) -> Path:
