@@ -173,6 +173,7 @@ def test_fast_kd_recipe_distils_from_the_shipped_teacher_and_refuses_other_data(
     cfg = config.build("fast_kd", data=str(tiny_fer_dir), out=str(tmp_path), epochs=1)
     assert (cfg.teacher, cfg.distill, cfg.lr, cfg.arch, cfg.epochs) == ("fer2013", 0.9, 0.2, "fernet_s", 1)
     assert (cfg.max_minutes, cfg.fit_budget) == (10.0, True)  # the cosine ends where 10 minutes do
+    assert cfg.augment == "flip"  # the views the teacher labelled: the face and its mirror, unshifted
     with pytest.raises(TeacherError, match="Kaggle train folders only"):
         train.fit(cfg, log=lambda m: None)
     assert not [*tmp_path.rglob("best.pt"), *tmp_path.rglob("last.pt")]  # refused before any training

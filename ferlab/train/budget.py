@@ -21,8 +21,9 @@ def plan_epochs(state: TrainState, cfg: TrainConfig, durations: list[float], ful
     planned = state.epoch
     for n in range(state.epoch + 1, cfg.epochs + 1):
         need = per * sum(resize.cost(resize.side(cfg, full, e, n), full) for e in range(state.epoch + 1, n + 1))
-        if need <= left:
-            planned = n
+        if need > left:  # one more epoch costs more than the longer ramp saves: none after it fits either
+            break
+        planned = n
     return planned
 
 
