@@ -13,7 +13,7 @@ import torch
 from .. import checkpoint
 from ..models import create_model, get_spec, summarize
 from .. import history
-from ..train import config as config_mod
+from ..train import config as config_mod, resize
 from ..fileio import write_json
 
 TIME_POINTS_MIN = (2, 5, 10, 20, 30, 45, 60, 90)
@@ -100,8 +100,8 @@ def summarize_run(run_dir: str | Path, recipe: str, peaks: tuple[float, float] |
     ips = sorted(r["images_per_s"] for r in rows)
     median_ips = ips[len(ips) // 2]
     # a conv net's cost scales with pixels: --train-crop and --progressive train on (side/size)^2 of
-    # the full-face FLOPs (runs older than the `side` column: the crop, or the full size)
-    crop = cfg.train_crop if 0 < cfg.train_crop < size else size
+    # the full-face FLOPs (runs older than the `side` column predate --progressive: the crop, or the full size)
+    crop = resize.side(cfg, size, 1, 1)
     passes = 2 if cfg.sam else 1  # SAM: a second forward and backward per step, at the moved weights
     # forward + backward ~ 3x forward; the median epoch's rate
     gflops = sorted(passes * r["images_per_s"] * 3 * 2 * macs * ((r.get("side") or crop) / size) ** 2 / 1e9

@@ -20,8 +20,8 @@ def plan_epochs(state: TrainState, cfg: TrainConfig, durations: list[float], ful
     left, per = cfg.max_minutes * 60 - state.elapsed, pace(durations)
     planned = state.epoch
     for n in range(state.epoch + 1, cfg.epochs + 1):
-        need = per * sum(resize.cost(resize.side(cfg, full, e, n), full) for e in range(state.epoch + 1, n + 1))
-        if need > left:  # one more epoch costs more than the longer ramp saves: none after it fits either
+        # one more epoch costs more than the longer ramp saves: none after it fits either
+        if per * resize.epochs_cost(cfg, full, state.epoch + 1, n, n) > left:
             break
         planned = n
     return planned

@@ -33,6 +33,11 @@ def cost(side_: int, full: int) -> float:
     return FIXED_SHARE + (1 - FIXED_SHARE) * (side_ / full) ** 2
 
 
+def epochs_cost(cfg: TrainConfig, full: int, first: int, last: int, epochs: int) -> float:
+    """Epochs `first`..`last` of a run of `epochs`, in full-size epochs' time."""
+    return sum(cost(side(cfg, full, e, epochs), full) for e in range(first, last + 1))
+
+
 def shrink(x: torch.Tensor, side_: int) -> torch.Tensor:
     """The batch resampled to side x side; antialiased, as a camera's smaller image would be."""
     if side_ >= x.shape[-1]:

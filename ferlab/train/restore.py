@@ -52,7 +52,7 @@ def restore(last: dict, run_dir: Path, job: Job, plateau, steps_per_epoch: int, 
         # re-planned from the time left at the run's mean pace so far: an interrupted run keeps its
         # plan, a raised --max-minutes extends it, a spent budget ends it (the next epoch re-plans)
         size, done = job.pp.size, state.planned_epochs or cfg.epochs
-        spent = sum(resize.cost(resize.side(cfg, size, e, done), size) for e in range(1, state.epoch + 1))
+        spent = resize.epochs_cost(cfg, size, 1, state.epoch, done)
         planned = plan_epochs(state, cfg, [state.elapsed / spent], size)
         state.planned_epochs, state.total_steps = planned, planned * steps_per_epoch
         log(f"time budget: {planned} epochs in all fit in {cfg.max_minutes:g} min; the cosine ends there")
