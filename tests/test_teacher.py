@@ -127,6 +127,16 @@ def test_a_student_learns_what_its_teacher_says(tiny_fer_dir, tmp_path):
     assert (pred == shifted).float().mean() > 0.8
     assert m.meta["config"]["teacher"] == str(path)
 
+    # that student, as an online teacher, labels every augmented and mixed batch (a file cannot label
+    # mixed images): its own student learns the shifted labels too, never having seen the file
+    cfg2 = config.build(data=str(tiny_fer_dir), arch="fernet_tiny", epochs=6, batch_size=32, lr=0.05,
+                        augment="standard", mixup=0.2, out=str(tmp_path / "runs"), name="online", threads=1,
+                        tta="none", chance_epochs=99, amp=False, teacher=str(run / "last.pt"), distill=1.0,
+                        distill_temperature=1.0)
+    m2 = checkpoint.load(train.fit(cfg2, log=lambda m: None) / "last.pt")
+    pred2 = predict_logits(m2.model, full.images, m2.preprocess).argmax(1)
+    assert (pred2 == shifted).float().mean() > 0.6 and (pred2 == full.labels).float().mean() < 0.2
+
     # benchmarks/distill.py collects such runs for the README
     import importlib.util
     from pathlib import Path
@@ -148,6 +158,7 @@ def test_teacher_cli_and_option_checks(tiny_fer_dir, tmp_path, capsys):
     assert "FILE.npz" in capsys.readouterr().err
     with pytest.raises(ValueError, match="mixed image"):
         config.build(data="d", teacher=str(out), mixup=0.2)
+    assert config.build(data="d", teacher=str(ckpt), mixup=0.2).mixup == 0.2  # a checkpoint labels the mixed batch
     with pytest.raises(ValueError, match=r"distill must be in \(0, 1\]"):
         config.build(data="d", teacher=str(out), distill=0)
 
@@ -177,3 +188,36 @@ def test_fast_kd_recipe_distils_from_the_shipped_teacher_and_refuses_other_data(
     with pytest.raises(TeacherError, match="Kaggle train folders only"):
         train.fit(cfg, log=lambda m: None)
     assert not [*tmp_path.rglob("best.pt"), *tmp_path.rglob("last.pt")]  # refused before any training
+
+
+def test_an_online_teacher_labels_the_batch_it_is_given_and_must_read_the_student_s_inputs(tiny_fer_dir, tmp_path):
+    full = load_dataset(str(tiny_fer_dir), "train")
+    ckpt = save_checkpoint(tmp_path / "t.pt", seed=3)
+    m = checkpoint.load(ckpt)
+    classes = ["sad", "happy", "angry"]  # a subset of the teacher's classes, in the run's order
+    online = teacher.prepare(str(ckpt), full, classes, m.preprocess, torch.device("cpu"))
+    x = torch.randn(5, 1, 48, 48)
+    cols = [FER2013_CLASSES.index(c) for c in classes]
+    want = (m.model(x) / m.temperature).log_softmax(1)[:, cols]
+    got = online(x, torch.arange(5))
+    assert torch.allclose(got, want, atol=1e-5) and not got.requires_grad
+    assert not online.model.training  # eval mode: BatchNorm's running statistics, no dropout
+    assert not torch.allclose(online(x.flip(3), torch.arange(5)), got)  # the view it is given, not the image's
+
+    # a teacher file is read by index, whatever the batch holds
+    path = _teacher_file(tmp_path / "f.npz", np.eye(7)[np.arange(len(full)) % 7], list(FER2013_CLASSES),
+                         teacher.image_keys(full))
+    fixed = teacher.prepare(str(path), full, list(FER2013_CLASSES), m.preprocess, torch.device("cpu"))
+    assert torch.equal(fixed(x, torch.tensor([8, 2])).argmax(1), torch.tensor([1, 2]))
+
+    from ferlab.preprocess import Preprocess
+    with pytest.raises(TeacherError, match="reads 40x40x1 inputs.*--image-size"):
+        teacher.prepare(str(save_checkpoint(tmp_path / "s.pt", preprocess=Preprocess(size=40))), full, classes,
+                        m.preprocess, torch.device("cpu"))
+    with pytest.raises(TeacherError, match="not the run's class.*pain"):
+        teacher.prepare(str(ckpt), full, ["happy", "pain"], m.preprocess, torch.device("cpu"))
+    with pytest.raises(TeacherError, match="neither a teacher file .* nor a usable checkpoint"):
+        teacher.prepare(str(tmp_path / "nowhere.pt"), full, classes, m.preprocess, torch.device("cpu"))
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint" * 10)
+    with pytest.raises(TeacherError, match="nor a usable checkpoint"):
+        teacher.prepare(str(tmp_path / "junk.pt"), full, classes, m.preprocess, torch.device("cpu"))

@@ -26,6 +26,11 @@ STAGES: dict[str, dict] = {
 }
 
 
+def _teacher_file(ref: str) -> bool:
+    from .teacher import is_file  # imported here: the teacher module loads checkpoints, data and numpy
+    return is_file(ref)
+
+
 def _class_map(text: str) -> str:
     """Validated and canonical: the config keeps the string, which YAML stores as it is."""
     from ..data.labelset import parse_class_map
@@ -97,8 +102,9 @@ class TrainConfig:
                 "oversample (every image once plus augmented copies of minority classes up to --oversample-to)")
     oversample_to: int = option(0, "oversample: images per class per epoch (0 = the largest class's count)")
     teacher: str = option("", "distil from a teacher's soft labels: an .npz written by `ferlab teacher` on this "
-                              "training split, or fer2013 (shipped: FER2013's Kaggle train folders only)",
-                          metavar="FILE")
+                              "training split, or fer2013 (shipped: FER2013's Kaggle train folders only); or a "
+                              "checkpoint (run, .pt, default) that labels every augmented batch as the student sees "
+                              "it, at the cost of its forward pass", metavar="FILE|CKPT")
     distill: float = option(0.5, "with --teacher: weight a of the distillation term; (1 - a) weighs the labels' "
                                  "cross-entropy")
     distill_temperature: float = option(4.0, "with --teacher: softmax temperature T of teacher and student in the "
@@ -192,9 +198,10 @@ class TrainConfig:
             problems.append("distill must be in (0, 1]")
         if self.distill_temperature <= 0:
             problems.append("distill_temperature must be > 0")
-        if self.teacher and (self.mixup or self.cutmix):
-            problems.append("--teacher with --mixup/--cutmix: the teacher's soft labels are per image, a mixed image "
-                            "has none; drop one of them")
+        if self.teacher and (self.mixup or self.cutmix) and _teacher_file(self.teacher):
+            problems.append("--teacher FILE with --mixup/--cutmix: a teacher file's soft labels are per image, a mixed "
+                            "image has none; name a teacher checkpoint instead (it labels each mixed batch), or drop "
+                            "one of them")
         if self.fit_budget and not (self.max_minutes > 0 and self.schedule == "cosine"):
             problems.append("--fit-budget fits the cosine schedule to a time budget: give --max-minutes and keep "
                             "--schedule cosine")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -32,7 +33,7 @@ class Job:
     g_aug: torch.Generator
     """Augmentation generator, on the device, seeded per rank."""
     state: TrainState
-    teacher: torch.Tensor | None = None
-    """Teacher logits (N, num_classes) aligned with `images`, on the device (`--teacher`)."""
+    teacher: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    """`--teacher`: (batch, its indices into `images`) -> the teacher's logits (`teacher.prepare`)."""
     precision: str = "autocast"
     """`precision.choose`'s answer: how the steps use bfloat16 ("autocast", "matmul" or "off")."""

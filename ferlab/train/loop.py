@@ -124,10 +124,11 @@ def _forward(job: Job, x: torch.Tensor, target: torch.Tensor, idx: torch.Tensor)
     cfg = job.cfg
     with autocast(job.ctx.device, job.precision == "autocast"):
         logits = job.model(x)
+        soft = job.teacher(x, idx) if job.teacher is not None else None  # an online teacher: this batch's view
     logits32 = logits.float()
     loss = F.cross_entropy(logits32, target, weight=job.class_weights, label_smoothing=cfg.label_smoothing)
-    if job.teacher is not None:
-        kd = distill_loss(logits32, job.teacher[idx], cfg.distill_temperature)
+    if soft is not None:
+        kd = distill_loss(logits32, soft, cfg.distill_temperature)
         loss = (1 - cfg.distill) * loss + cfg.distill * kd
     return logits, loss
 
@@ -249,7 +250,7 @@ def _fit(cfg: TrainConfig, ctx: distributed.Context, run_dir, resume: bool, log)
               pp, images, train.labels.to(device), len(classes), class_weights,
               torch.Generator().manual_seed(cfg.seed), torch.Generator(device).manual_seed(cfg.seed + 1 + ctx.rank),
               TrainState(total_steps=steps_per_epoch * cfg.epochs, warmup_steps=int(steps_per_epoch * cfg.warmup_epochs)),
-              teacher_mod.load(cfg.teacher, train, classes).to(device) if cfg.teacher else None,
+              teacher_mod.prepare(cfg.teacher, train, classes, pp, device, cfg.channels_last) if cfg.teacher else None,
               distributed.broadcast(precision.choose(model, device, cfg) if ctx.main else None, ctx))
     plateau = make_plateau(job.opt, cfg)
     metrics_path = run_dir / "metrics.csv"

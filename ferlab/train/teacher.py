@@ -8,8 +8,14 @@ it trains on. The
 file holds no pickles (read with allow_pickle=False): a hostile file cannot run code.
 
 A run with `--teacher FILE` minimises (1 - a) x cross-entropy + a x T^2 x KL(teacher_T || student_T)
-(Hinton et al. 2015), a = `--distill`, T = `--distill-temperature`. The teacher sees each image
-unaugmented (offline distillation); the student sees its augmented view.
+(Hinton et al. 2015), a = `--distill`, T = `--distill-temperature`. The teacher saw each image
+unaugmented (offline distillation); the student sees its augmented view, so the file's labels fit
+only the views it labelled (with flip TTA: the face and its mirror).
+
+A run with `--teacher CHECKPOINT` (a run, a .pt file, 'default') runs the teacher on every batch
+the student sees, augmented and mixed alike: consistent teaching (Beyer et al. 2022, "Knowledge
+distillation: a good teacher is patient and consistent"), for the cost of the teacher's forward
+pass each step.
 """
 from __future__ import annotations
 
@@ -144,6 +150,61 @@ def load(ref: str, train: data.FaceData, classes: list[str]) -> torch.Tensor:
                                                "only; --teacher '' trains without one)" if ref in BUNDLED else ""))
     cols = [t_classes.index(c) for c in classes]
     return torch.from_numpy(logits[[row[k] for k in want]][:, cols].astype(np.float32))
+
+
+def is_file(ref: str) -> bool:
+    """Whether `--teacher ref` names a teacher file (soft labels written once) rather than a checkpoint."""
+    return ref in BUNDLED or str(ref).endswith(".npz")
+
+
+class Fixed:
+    """A teacher file's logits, aligned with the run's training images: a batch's rows by index."""
+
+    def __init__(self, logits: torch.Tensor):
+        self.logits = logits
+
+    def __call__(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return self.logits.index_select(0, idx)
+
+
+class Online:
+    """A teacher checkpoint labelling each batch as the student sees it: log-probabilities (after
+    its calibration temperature, as `write` averages them) of the run's classes, in the run's order."""
+
+    def __init__(self, loaded: checkpoint.Loaded, classes: list[str], device: torch.device, channels_last: bool):
+        self.model = loaded.model.to(device, memory_format=torch.channels_last if channels_last
+                                     else torch.preserve_format).eval().requires_grad_(False)
+        self.temperature = loaded.temperature
+        self.cols = torch.tensor([loaded.classes.index(c) for c in classes], device=device)
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return (self.model(x).float() / self.temperature).log_softmax(1).index_select(1, self.cols)
+
+
+def prepare(ref: str, train: data.FaceData, classes: list[str], pp, device: torch.device,
+            channels_last: bool = False) -> Fixed | Online:
+    """`--teacher ref` for a run: a file's logits for its images, or a checkpoint run on its batches.
+    A checkpoint must read the student's inputs (same preprocessing) and know its classes."""
+    if is_file(ref):
+        return Fixed(load(ref, train, classes).to(device))
+    try:
+        loaded = checkpoint.load(ref)
+    except (checkpoint.CheckpointError, FileNotFoundError) as e:
+        raise TeacherError(f"--teacher {ref!r} is neither a teacher file (.npz, {', '.join(BUNDLED) or 'none'}) nor "
+                           f"a usable checkpoint: {e}") from None
+    tp = loaded.preprocess
+    mine, theirs = ((p.size, p.channels, tuple(p.mean), tuple(p.std), tuple(p.pixel_mean)) for p in (pp, tp))
+    if mine != theirs:
+        raise TeacherError(f"the teacher {loaded.path} reads {tp.size}x{tp.size}x{tp.channels} inputs normalised by "
+                           f"mean {tp.mean} std {tp.std}, the run {pp.size}x{pp.size}x{pp.channels} by {pp.mean} "
+                           f"{pp.std}: an online teacher sees the student's batches, so train with its "
+                           "--image-size/--channels/--mean/--std, or write a teacher file with `ferlab teacher`")
+    missing = [c for c in classes if c not in loaded.classes]
+    if missing:
+        raise TeacherError(f"the teacher {loaded.path} knows {loaded.classes}, not the run's class(es) {missing}: "
+                           "distil only label sets the teacher predicts")
+    return Online(loaded, classes, device, channels_last)
 
 
 def distill_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
