@@ -181,11 +181,15 @@ def test_lr_schedule_shape():
     assert train.lr_at(TrainState(step=50, total_steps=100), config.build(lr=0.1, schedule="constant")) == 0.1
 
 
-def test_plan_epochs_fits_the_time_left_at_the_slowest_pace():
+def test_plan_epochs_fits_the_time_left_at_the_recent_median_pace():
     cfg = config.build(max_minutes=10, fit_budget=True, epochs=30)
     state = TrainState(epoch=3, elapsed=150.0)
-    # the first epoch (70 s: warm-up costs) is not the pace once others are timed; the slowest of those is
-    assert plan_epochs(state, cfg, [70.0, 40.0, 50.0], 48) == 3 + 450 // 50
+    # the first epoch (70 s: warm-up costs) is not the pace once others are timed; their median is
+    assert plan_epochs(state, cfg, [70.0, 40.0, 50.0], 48) == 3 + 450 // 45
+    # one slow epoch (a neighbour's burst) does not shorten the plan; a lasting slowdown does
+    state = TrainState(epoch=7, elapsed=300.0)
+    assert plan_epochs(state, cfg, [70.0, 40.0, 40.0, 80.0, 40.0, 40.0, 40.0], 48) == 7 + 300 // 40
+    assert plan_epochs(state, cfg, [70.0, 40.0, 40.0, 40.0, 80.0, 80.0, 80.0], 48) == 7 + 300 // 80
     assert plan_epochs(TrainState(epoch=1, elapsed=70.0), cfg, [70.0], 48) == 1 + 530 // 70
     assert plan_epochs(state, config.build(max_minutes=10, fit_budget=True, epochs=8), [40.0] * 3, 48) == 8
     assert plan_epochs(TrainState(epoch=5, elapsed=620.0), cfg, [40.0] * 5, 48) == 5  # over: stop now

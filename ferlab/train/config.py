@@ -122,7 +122,7 @@ class TrainConfig:
         "val_acc", "validation metric for the best checkpoint, early stopping and plateau")
     max_minutes: float = option(0.0, "stop after the epoch that passes this wall-clock budget (0 = none)")
     fit_budget: bool = option(False, "with --max-minutes and the cosine schedule: after each epoch, plan as many "
-                                     "epochs (at most --epochs) as the time left allows at the slowest epoch's pace, "
+                                     "epochs (at most --epochs) as the time left allows at the recent epochs' pace, "
                                      "and end the cosine there, so the budget is spent on any machine")
     chance_epochs: int = option(3, "warn when val accuracy is still at chance level after this many epochs")
     device: str = option("auto", "where to train: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps; under "
