@@ -85,7 +85,9 @@ def _epoch_steps(job: Job) -> dict:
             target = y  # class indices: cross-entropy's own path, no one-hot per step
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        logits, loss = _forward(job, x, target, idx)
+        with autocast(ctx.device, job.precision == "autocast"):  # once per batch: a SAM step forwards twice
+            soft = job.teacher(x, idx) if job.teacher is not None else None  # online: labels this very view
+        logits, loss = _forward(job, x, target, soft)
         if state.step == 0:
             check_logits(logits.detach().float(), job.num_classes)
         # every rank learns of a NaN on any rank at the same step, so all stop together
@@ -97,7 +99,7 @@ def _epoch_steps(job: Job) -> dict:
         if cfg.sam:  # the step descends with the gradient at the weights moved uphill by rho
             with sam.ascent(model, cfg.sam):
                 job.opt.zero_grad(set_to_none=True)
-                _backward(job, _forward(job, x, target, idx)[1])
+                _backward(job, _forward(job, x, target, soft)[1])
         if job.scaler is not None:
             job.scaler.step(job.opt)
             job.scaler.update()
@@ -118,13 +120,13 @@ def _epoch_steps(job: Job) -> dict:
             "seconds": dt, "images_per_s": seen / dt, "side": side}
 
 
-def _forward(job: Job, x: torch.Tensor, target: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _forward(job: Job, x: torch.Tensor, target: torch.Tensor,
+             soft: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """The batch's logits and loss: cross-entropy (smoothed, weighted or on mixed targets), plus the
-    distillation term with a teacher."""
+    distillation term towards the teacher's logits `soft`."""
     cfg = job.cfg
     with autocast(job.ctx.device, job.precision == "autocast"):
         logits = job.model(x)
-        soft = job.teacher(x, idx) if job.teacher is not None else None  # an online teacher: this batch's view
     logits32 = logits.float()
     loss = F.cross_entropy(logits32, target, weight=job.class_weights, label_smoothing=cfg.label_smoothing)
     if soft is not None:
