@@ -201,8 +201,17 @@ def test_an_online_teacher_labels_the_batch_it_is_given_and_must_read_the_studen
     want = (m.model(x) / m.temperature).log_softmax(1)[:, cols]
     got = online(x, torch.arange(5))
     assert torch.allclose(got, want, atol=1e-5) and not got.requires_grad
-    assert not online.model.training  # eval mode: BatchNorm's running statistics, no dropout
+    assert not any(model.training for model in online.models)  # eval mode: BatchNorm's running statistics
     assert not torch.allclose(online(x.flip(3), torch.arange(5)), got)  # the view it is given, not the image's
+
+    # an ensemble: the mean of its members' log-probabilities
+    other = save_checkpoint(tmp_path / "u.pt", seed=4)
+    m2 = checkpoint.load(other)
+    pair = teacher.prepare(f"{ckpt},{other}", full, classes, m.preprocess, torch.device("cpu"))
+    want2 = (m2.model(x) / m2.temperature).log_softmax(1)[:, cols]
+    assert len(pair.models) == 2 and torch.allclose(pair(x, torch.arange(5)), (want + want2) / 2, atol=1e-5)
+    with pytest.raises(TeacherError, match="online ensemble takes checkpoints only.*ferlab teacher"):
+        teacher.prepare(f"{ckpt},fer2013", full, classes, m.preprocess, torch.device("cpu"))
 
     # a teacher file is read by index, whatever the batch holds
     path = _teacher_file(tmp_path / "f.npz", np.eye(7)[np.arange(len(full)) % 7], list(FER2013_CLASSES),

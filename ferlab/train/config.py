@@ -104,7 +104,8 @@ class TrainConfig:
     teacher: str = option("", "distil from a teacher's soft labels: an .npz written by `ferlab teacher` on this "
                               "training split, or fer2013 (shipped: FER2013's Kaggle train folders only); or a "
                               "checkpoint (run, .pt, default) that labels every augmented batch as the student sees "
-                              "it, at the cost of its forward pass", metavar="FILE|CKPT")
+                              "it, at the cost of its forward pass; several checkpoints, comma-separated, are an "
+                              "ensemble averaged online", metavar="FILE|CKPT[,CKPT...]")
     distill: float = option(0.5, "with --teacher: weight a of the distillation term; (1 - a) weighs the labels' "
                                  "cross-entropy")
     distill_temperature: float = option(4.0, "with --teacher: softmax temperature T of teacher and student in the "

@@ -15,7 +15,8 @@ only the views it labelled (with flip TTA: the face and its mirror).
 A run with `--teacher CHECKPOINT` (a run, a .pt file, 'default') runs the teacher on every batch
 the student sees, augmented and mixed alike: consistent teaching (Beyer et al. 2022, "Knowledge
 distillation: a good teacher is patient and consistent"), for the cost of the teacher's forward
-pass each step.
+pass each step; `--teacher A,B` averages several checkpoints' log-probabilities (an ensemble,
+each member's forward pass paid every step).
 """
 from __future__ import annotations
 
@@ -168,26 +169,40 @@ class Fixed:
 
 
 class Online:
-    """A teacher checkpoint labelling each batch as the student sees it: log-probabilities (after
-    its calibration temperature, as `write` averages them) of the run's classes, in the run's order."""
+    """Teacher checkpoints labelling each batch as the student sees it: the mean of their
+    log-probabilities (each after its calibration temperature, as `write` averages an ensemble) of
+    the run's classes, in the run's order."""
 
-    def __init__(self, loaded: checkpoint.Loaded, classes: list[str], device: torch.device, channels_last: bool):
-        self.model = loaded.model.to(device, memory_format=torch.channels_last if channels_last
-                                     else torch.preserve_format).eval().requires_grad_(False)
-        self.temperature = loaded.temperature
-        self.cols = torch.tensor([loaded.classes.index(c) for c in classes], device=device)
+    def __init__(self, members: list[checkpoint.Loaded], classes: list[str], device: torch.device,
+                 channels_last: bool):
+        fmt = torch.channels_last if channels_last else torch.preserve_format
+        self.models = [m.model.to(device, memory_format=fmt).eval().requires_grad_(False) for m in members]
+        self.temperatures = [m.temperature for m in members]
+        self.cols = [torch.tensor([m.classes.index(c) for c in classes], device=device) for m in members]
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        return (self.model(x).float() / self.temperature).log_softmax(1).index_select(1, self.cols)
+        return torch.stack([(model(x).float() / t).log_softmax(1).index_select(1, cols)
+                            for model, t, cols in zip(self.models, self.temperatures, self.cols)]).mean(0)
 
 
 def prepare(ref: str, train: data.FaceData, classes: list[str], pp, device: torch.device,
             channels_last: bool = False) -> Fixed | Online:
-    """`--teacher ref` for a run: a file's logits for its images, or a checkpoint run on its batches.
-    A checkpoint must read the student's inputs (same preprocessing) and know its classes."""
-    if is_file(ref):
-        return Fixed(load(ref, train, classes).to(device))
+    """`--teacher ref` for a run: a file's logits for its images, or checkpoints (comma-separated:
+    an ensemble) run on its batches. Each must read the student's inputs and know its classes."""
+    refs = [ref] if Path(ref).exists() else [r.strip() for r in ref.split(",") if r.strip()]
+    if not refs:
+        raise TeacherError(f"--teacher {ref!r} names no teacher")
+    if len(refs) == 1 and is_file(refs[0]):
+        return Fixed(load(refs[0], train, classes).to(device))
+    if any(is_file(r) for r in refs):
+        raise TeacherError(f"--teacher {ref!r}: an online ensemble takes checkpoints only; a teacher file cannot "
+                           "label the student's views. Average them all into one file with `ferlab teacher "
+                           "MODEL... --out teacher.npz`, or name checkpoints alone")
+    return Online([_online_member(r, classes, pp) for r in refs], classes, device, channels_last)
+
+
+def _online_member(ref: str, classes: list[str], pp) -> checkpoint.Loaded:
     try:
         loaded = checkpoint.load(ref)
     except (checkpoint.CheckpointError, FileNotFoundError) as e:
@@ -204,7 +219,7 @@ def prepare(ref: str, train: data.FaceData, classes: list[str], pp, device: torc
     if missing:
         raise TeacherError(f"the teacher {loaded.path} knows {loaded.classes}, not the run's class(es) {missing}: "
                            "distil only label sets the teacher predicts")
-    return Online(loaded, classes, device, channels_last)
+    return loaded
 
 
 def distill_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
